@@ -1,0 +1,53 @@
+#!/bin/sh
+# Run by kuiperd (`/bin/sh install.sh`, cwd = the installed plugin dir) when the
+# plugin is installed. Makes sure main.py has its pinned requirements:
+#   1. if the Python that will run the plugin already has them all, nothing to do;
+#   2. otherwise create .venv here and install them into it (main.py switches to
+#      that venv by itself), from the bundled wheels/ when present (offline),
+#      else from the package index.
+# PEP 668 systems refuse pip into the system Python; a venv is always allowed.
+set -eu
+cd "$(dirname "$0")"
+PYTHON=${DEFECT_PYTHON:-python3}
+say() { echo "defect install: $*"; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || { say "ERROR: $PYTHON not found; set DEFECT_PYTHON to a Python 3.9+ interpreter" >&2; exit 1; }
+
+has_requirements() {
+  "$1" - <<'PY'
+import re, sys
+from importlib.metadata import version, PackageNotFoundError
+for line in open("requirements.txt"):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, pinned = re.split(r"==", line)
+    try:
+        if version(name) != pinned:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+
+if [ ! -x .venv/bin/python ] && has_requirements "$PYTHON"; then
+  say "$($PYTHON -c 'import sys; print(sys.executable)') already has every pinned requirement; no venv needed"
+  exit 0
+fi
+if [ -x .venv/bin/python ] && has_requirements .venv/bin/python; then
+  say "plugin venv already complete"
+  exit 0
+fi
+
+say "creating venv in $(pwd)/.venv with $PYTHON"
+"$PYTHON" -m venv .venv || { say "ERROR: '$PYTHON -m venv' failed; install the python3-venv package" >&2; exit 1; }
+if [ -d wheels ]; then
+  say "installing requirements from the bundled wheels (offline)"
+  .venv/bin/python -m pip install --disable-pip-version-check --no-index --find-links wheels -r requirements.txt \
+    || { say "ERROR: offline install from wheels/ failed (wrong platform or Python version?)" >&2; exit 1; }
+else
+  say "installing requirements from the package index"
+  .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt \
+    || { say "ERROR: pip install failed; without network, use the offline zip (make package-offline)" >&2; exit 1; }
+fi
+say "done"

@@ -1,0 +1,155 @@
+"""eKuiper Function wrappers: `labelImage` over label.py and `inference` over inference.py.
+
+A wrapper checks arguments, decodes the image once and hands pixels to the
+already-loaded model; errors leave as one line (see OneLineErrorRuntime).
+"""
+import json
+import logging
+import math
+import os
+import threading
+
+from ekuiper import Function
+from ekuiper.runtime.function import FunctionRuntime, encode_reply
+
+from image_input import InputError, decode_image
+
+log = logging.getLogger(__name__)
+
+# eKuiper abandons a call after 5 s; while a model is still loading, answer
+# with a clear error before that instead of letting the rule time out.
+MODEL_WAIT_SECONDS = 4.0
+
+
+class ModelUnavailable(Exception):
+    """The function's model failed to load; the message says why in one line."""
+
+
+class ModelFunction(Function):
+    """A SQL function backed by one model, loaded once per process in the background.
+
+    If loading fails, calls answer with the reason, and the next call after the
+    model files change on disk loads again: putting a good file back recovers
+    without restarting kuiperd.
+    """
+
+    name = ""
+    usage = ""
+    section = ""  # config section with the model's file paths
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.model = None
+        self.error = None
+        self.loaded = threading.Event()
+        self.loading = threading.Lock()
+        self.files_seen = None
+
+    def start_loading(self):
+        if self.loading.acquire(blocking=False):
+            self.loaded.clear()
+            threading.Thread(target=self._load, name=f"load-{self.name}", daemon=True).start()
+
+    def _load(self):
+        try:
+            self.files_seen = self._model_files()
+            self.model, self.error = self.load_model(), None
+            log.info("%s: model loaded", self.name)
+        except Exception as e:  # any loader failure becomes the function's answer
+            self.model, self.error = None, f"{self.name} model could not be loaded: {first_line(e)}"
+            log.error(self.error)
+        finally:
+            self.loaded.set()
+            self.loading.release()
+
+    def _model_files(self):
+        conf = self.settings[self.section]
+        paths = [conf.get("model"), conf.get("labels")]
+        if str(conf.get("model", "")).endswith(".xml"):
+            paths.append(conf["model"][:-4] + ".bin")
+        return [(p, os.stat(p).st_mtime_ns if os.path.exists(p) else None) for p in paths if p]
+
+    def ready_model(self):
+        if self.error and self._model_files() != self.files_seen:
+            self.start_loading()
+        if not self.loaded.wait(MODEL_WAIT_SECONDS):
+            raise ModelUnavailable(f"{self.name} model is still loading; the next frames will be served")
+        if self.error:
+            raise ModelUnavailable(self.error)
+        return self.model
+
+    def validate(self, args):
+        if not 1 <= len(args) <= 2:
+            return f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}"
+        return ""
+
+    def exec(self, args, ctx):
+        if not 1 <= len(args) <= 2:
+            raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
+        model = self.ready_model()
+        limits = self.settings["input"]
+        pixels, size = decode_image(args[0], limits["max_pixels"], limits["max_bytes"], model.size)
+        return self.run(model, pixels, size, args[1] if len(args) > 1 else None)
+
+    def is_aggregate(self):
+        return False
+
+
+class LabelImage(ModelFunction):
+    name = "labelImage"
+    usage = "labelImage(image [, k])"
+    section = "label"
+
+    def load_model(self):
+        import label  # the runtime loads here, off the handshake path
+        return label.labeler_from_settings(self.settings)
+
+    def run(self, model, pixels, size, k):
+        if k is not None:
+            if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or not 1 <= k <= len(model.labels):
+                raise InputError(f"k must be a whole number from 1 to {len(model.labels)}, got {json.dumps(k)}")
+            k = int(k)
+        return model.label(pixels, k)
+
+
+class Inference(ModelFunction):
+    name = "inference"
+    usage = "inference(image [, threshold])"
+    section = "defect"
+
+    def load_model(self):
+        import inference
+        return inference.segmenter_from_settings(self.settings)
+
+    def run(self, model, pixels, size, threshold):
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+                    or not math.isfinite(threshold) or not 0 <= threshold <= 1:
+                raise InputError(f"threshold must be a number from 0 to 1, got {json.dumps(threshold)}")
+        return model.inspect(pixels, threshold, size)
+
+
+def first_line(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+class OneLineErrorRuntime(FunctionRuntime):
+    """The SDK's runtime, answering a failed Exec with one line instead of a traceback.
+
+    The SDK formats any exception with traceback.format_exc(), which lands in the
+    rule's output as a multi-line Python stack; users need the reason only.
+    """
+
+    def do_run(self, req):
+        try:
+            request = json.loads(req)
+            if request.get("func") != "Exec":
+                return super().do_run(req)
+            # The last argument is eKuiper's function context; our functions keep no per-rule state.
+            return encode_reply(True, self.s.exec(request["arg"][:-1], None))
+        except (InputError, ModelUnavailable) as e:
+            return encode_reply(False, str(e))
+        except Exception as e:  # a bug or a runtime fault: log the stack, answer one line
+            log.exception("unexpected error")
+            return encode_reply(False, f"internal error: {first_line(e)}")

@@ -1,0 +1,33 @@
+"""Entry point kuiperd starts as `python -u main.py '<json conf>'`, cwd = plugin dir.
+
+Only wiring: pick the plugin's own Python, load the settings, start loading both
+models in the background, register the functions with the eKuiper SDK.
+"""
+import os
+import sys
+
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+PLUGIN_VENV = os.path.join(PLUGIN_DIR, ".venv")
+
+# install.sh puts the requirements into a venv inside the plugin dir; when kuiperd
+# starts us with another interpreter, switch to that venv (same pid, same args)
+# before importing anything outside the standard library.
+if os.path.isfile(os.path.join(PLUGIN_VENV, "bin", "python")) and \
+        os.path.realpath(sys.prefix) != os.path.realpath(PLUGIN_VENV):
+    venv_python = os.path.join(PLUGIN_VENV, "bin", "python")
+    os.execv(venv_python, [venv_python, "-u", os.path.abspath(__file__), *sys.argv[1:]])
+
+from ekuiper import PluginConfig, plugin  # noqa: E402
+from ekuiper.runtime import plugin as sdk_plugin  # noqa: E402
+
+from label_func import Inference, LabelImage, OneLineErrorRuntime  # noqa: E402
+from settings import load_settings  # noqa: E402
+
+if __name__ == "__main__":
+    settings = load_settings()
+    functions = {f.name: f for f in (LabelImage(settings), Inference(settings))}
+    for function in functions.values():
+        function.start_loading()
+    sdk_plugin.FunctionRuntime = OneLineErrorRuntime  # one-line errors instead of tracebacks
+    # Every rule gets the same instance: each model loads once per process.
+    plugin.start(PluginConfig("defect", {}, {}, {name: (lambda f=f: f) for name, f in functions.items()}))

@@ -1,0 +1,83 @@
+"""pytest fixtures for the end-to-end tests against a real kuiperd and mosquitto.
+
+Session scope: one mosquitto and one kuiperd per test session (kuiperd start
+and portable plugin install are slow, and the plugin ipc sockets at fixed /tmp
+paths allow only one kuiperd with the plugin). The function-scoped `kuiper`
+fixture deletes the rules and streams a test created, so tests stay isolated.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import harness
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory):
+    broker = harness.Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kuiperd(request, tmp_path_factory, mosquitto):
+    """A running kuiperd; .client is the REST client, .mqtt_action(topic) an MQTT sink action."""
+    k = harness.Kuiperd(tmp_path_factory.mktemp("kuiper"), mosquitto.url).start()
+    request.config._defect_kuiperd = k  # for the failure report hook below
+    yield k
+    k.stop()
+    if request.session.testsfailed:
+        tr = request.config.pluginmanager.get_plugin("terminalreporter")
+        tr.write_line(f"\n--- tail of kuiperd log {k.log_path} ---")
+        tr.write_line(k.log_tail(200))
+
+
+@pytest.fixture
+def kuiper(kuiperd):
+    """The REST client; removes every rule and stream when the test ends."""
+    yield kuiperd.client
+    c = kuiperd.client
+    for r in c.request("GET", "/rules"):
+        c.delete_rule(r["id"])
+    for s in c.request("GET", "/streams"):
+        c.delete_stream(s)
+
+
+@pytest.fixture
+def unique():
+    """unique('in') -> 'in_1a2b3c4d': fresh topic / rule / stream names per test."""
+    return lambda prefix: f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def mqtt_pub(mosquitto):
+    p = harness.MqttPublisher(mosquitto.host, mosquitto.port)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def mqtt_sub(mosquitto):
+    """mqtt_sub(topic) -> MqttCollector, subscribed (SUBACK received) before it returns."""
+    made = []
+
+    def make(topic, qos=1):
+        c = harness.MqttCollector(mosquitto.host, mosquitto.port, topic, qos)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Attach the kuiperd log tail to each failing test so the cause sits next to it.
+    rep = yield
+    k = getattr(item.config, "_defect_kuiperd", None)
+    if rep.failed and k is not None:
+        rep.sections.append(("kuiperd log (last 60 lines)", k.log_tail(60)))
+    return rep

@@ -1,0 +1,487 @@
+"""Plain helpers for the end-to-end tests: a real mosquitto, a real kuiperd,
+a small eKuiper REST client and MQTT helpers (paho-mqtt 2.x).
+
+Nothing here depends on pytest so a bench script or a REPL can reuse it.
+Every server listens on 127.0.0.1 on a free port and is stopped by its owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+# tests/e2e/harness.py -> repo root is two levels up; never hard-code /work/main.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KUIPER_VERSION = "2.4.2"
+HOST = "127.0.0.1"
+
+
+class HarnessError(RuntimeError):
+    """A server could not be set up; the message says why (never a silent skip)."""
+
+
+# ---------------------------------------------------------------- utilities
+
+
+def free_port() -> int:
+    # Bind to port 0 and let the kernel choose; there is a small race until the
+    # server binds it, which is acceptable on a test machine.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_tcp(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
+             what: str = "server") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise HarnessError(f"{what} exited with code {proc.returncode} before listening on {host}:{port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise HarnessError(f"{what} did not listen on {host}:{port} within {timeout}s")
+
+
+def wait_until(pred, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll pred() until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def tail(path: Path, lines: int = 200) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the process, then SIGKILL its whole process group.
+
+    Servers are started with start_new_session=True, so the group holds only
+    what we started (kuiperd and the plugin processes it spawned)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Plugin children outlive a killed kuiperd; clean the group we own.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+# ---------------------------------------------------------------- mosquitto
+
+
+def ensure_mosquitto() -> str:
+    """Return the mosquitto binary, installing the Debian package if missing."""
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if found:
+        return found
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    for cmd in (sudo + ["apt-get", "update"], sudo + ["apt-get", "install", "-y", "mosquitto"]):
+        r = subprocess.run(cmd, capture_output=True, text=True,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if r.returncode != 0:
+            raise HarnessError(f"mosquitto is missing and `{' '.join(cmd)}` failed "
+                               f"(rc={r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(found):
+        raise HarnessError("apt-get installed mosquitto but no mosquitto binary was found")
+    return found
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.host = HOST
+        self.port = free_port()
+        self.log_path = self.workdir / "mosquitto.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def start(self) -> "Mosquitto":
+        binary = ensure_mosquitto()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        # log_type subscribe lets wait_subscribed() see when kuiperd's MQTT
+        # source has really subscribed, so no test message is published too early.
+        conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            # A log file, not stdout: mosquitto flushes its file per line but
+            # block-buffers a redirected stdout until exit.
+            f"log_dest file {self.log_path}\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n"
+            "connection_messages true\n"
+            # As root mosquitto would switch to user "mosquitto", which cannot
+            # write the log in a root-only pytest tmp dir; "root" means stay.
+            + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        # Config errors go to stderr before the log file is open.
+        stderr_path = self.workdir / "mosquitto.stderr"
+        with open(stderr_path, "ab") as err:
+            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=err, stderr=err,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_tcp(self.host, self.port, 10, self.proc, "mosquitto")
+        except HarnessError as e:
+            self.stop()
+            raise HarnessError(f"{e}\n--- mosquitto stderr ---\n{tail(stderr_path)}"
+                               f"\n--- mosquitto log ---\n{tail(self.log_path)}") from None
+        return self
+
+    def wait_subscribed(self, topic: str, timeout: float = 15) -> None:
+        """Wait until some client has subscribed to exactly `topic`."""
+        def seen():
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                # mosquitto 2.x subscribe log line: "<ts>: <client id> <qos> <topic>"
+                parts = line.split()
+                if len(parts) >= 4 and parts[-1] == topic and parts[-2].isdigit():
+                    return True
+            return False
+        wait_until(seen, timeout, what=f"an MQTT subscription to {topic!r} on mosquitto")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=5)
+            self.proc = None
+
+
+# ---------------------------------------------------------------- kuiperd
+
+
+def ensure_kuiperd(version: str = KUIPER_VERSION) -> Path:
+    """Return the path of a built kuiperd, building it with build_kuiperd.sh if missing."""
+    out = REPO_ROOT / ".cache" / f"kuiperd-{version}"
+    binary = out / "kuiperd"
+    if binary.exists() and (out / "etc").is_dir():
+        return binary
+    script = Path(__file__).resolve().parent / "build_kuiperd.sh"
+    r = subprocess.run(["bash", str(script), version, str(out)], capture_output=True, text=True)
+    if r.returncode != 0 or not binary.exists():
+        raise HarnessError(f"building kuiperd {version} failed (rc={r.returncode}):\n{r.stderr[-4000:]}")
+    return binary
+
+
+def python_bin() -> str:
+    """Interpreter kuiperd uses for portable plugins. Not resolved through
+    symlinks: a venv's python only finds its site-packages via its own path."""
+    override = os.environ.get("DEFECT_TEST_PYTHONBIN")
+    p = override or str(REPO_ROOT / ".venv" / "bin" / "python")
+    if not os.path.exists(p):
+        raise HarnessError(f"python for portable plugins not found: {p} "
+                           f"(set DEFECT_TEST_PYTHONBIN or create the repo venv)")
+    return os.path.abspath(p)
+
+
+# kuiperd puts its portable-plugin sockets at fixed /tmp/plugin_<name>.ipc and
+# /tmp/func_<symbol>.ipc paths, so two kuiperds on one machine would steal each
+# other's plugin traffic. This lock makes a second test session fail loudly.
+KUIPERD_LOCK = Path(tempfile.gettempdir()) / "defect-e2e-kuiperd.lock"
+
+
+class Kuiperd:
+    def __init__(self, home: Path, mqtt_url: str, version: str = KUIPER_VERSION,
+                 extra_env: dict[str, str] | None = None):
+        self.home = Path(home)
+        self.version = version
+        self.mqtt_url = mqtt_url
+        self.extra_env = extra_env or {}
+        self.rest_port = free_port()
+        self.cli_port = free_port()
+        self.http_push_port = free_port()
+        self.log_path = self.home / "kuiperd.out"  # console log: kuiperd + plugin stdout/stderr
+        self.proc: subprocess.Popen | None = None
+        self._lock = None
+        self.client = KuiperClient(f"http://{HOST}:{self.rest_port}")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            # LoadFileType=relative (set at build time) + this = etc/ data/ log/ plugins/ under home.
+            "KuiperBaseKey": str(self.home),
+            # kuiper.yaml overrides: KUIPER__<SECTION>__<KEY> (internal/conf/load.go:124,136).
+            "KUIPER__BASIC__RESTIP": HOST,
+            "KUIPER__BASIC__RESTPORT": str(self.rest_port),
+            "KUIPER__BASIC__IP": HOST,
+            "KUIPER__BASIC__PORT": str(self.cli_port),
+            # pprof defaults to a fixed 127.0.0.1:6060 that would clash between runs.
+            "KUIPER__BASIC__PPROF": "false",
+            "KUIPER__BASIC__PROMETHEUS": "false",
+            # Only used by the /plugins/*/prebuild endpoints; make sure they cannot go online.
+            "KUIPER__BASIC__PLUGINHOSTS": "http://127.0.0.1:9",
+            # httppush server defaults to 0.0.0.0:10081.
+            "KUIPER__SOURCE__HTTPSERVERIP": HOST,
+            "KUIPER__SOURCE__HTTPSERVERPORT": str(self.http_push_port),
+            # One unrotated file that also catches plugin output and Go panics.
+            "KUIPER__BASIC__CONSOLELOG": "true",
+            "KUIPER__BASIC__FILELOG": "false",
+            "KUIPER__BASIC__LOGLEVEL": os.environ.get("DEFECT_TEST_KUIPER_LOGLEVEL", "info"),
+            "KUIPER__PORTABLE__PYTHONBIN": python_bin(),
+            # Default MQTT source server (etc/mqtt_source.yaml "default" key, prefix MQTT_SOURCE).
+            "MQTT_SOURCE__DEFAULT__SERVER": self.mqtt_url,
+        })
+        env.update(self.extra_env)
+        return env
+
+    def _prepare_home(self, binary: Path) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not (self.home / "etc").exists():
+            shutil.copytree(binary.parent / "etc", self.home / "etc")
+        # plugins/portable must exist or the portable manager panics at start.
+        for d in ("data", "log", "plugins/portable", "plugins/sources", "plugins/sinks",
+                  "plugins/functions", "plugins/wasm"):
+            (self.home / d).mkdir(parents=True, exist_ok=True)
+
+    def start(self, timeout: float = 60) -> "Kuiperd":
+        self._lock = open(KUIPERD_LOCK, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise HarnessError(f"another e2e kuiperd holds {KUIPERD_LOCK}; only one may run at a time "
+                               "(portable plugin ipc sockets live at fixed /tmp paths)") from None
+        binary = ensure_kuiperd(self.version)
+        self._prepare_home(binary)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([str(binary)], cwd=self.home, env=self.env(), stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        try:
+            wait_until(self._ping, timeout, interval=0.2, what="kuiperd GET /ping")
+        except (TimeoutError, HarnessError) as e:
+            self.stop()
+            raise HarnessError(f"kuiperd did not start: {e}\n--- kuiperd log ---\n{self.log_tail()}") from None
+        return self
+
+    def _ping(self) -> bool:
+        if self.proc.poll() is not None:
+            raise HarnessError(f"kuiperd exited with code {self.proc.returncode}")
+        return self.client.ping()
+
+    def log_tail(self, lines: int = 200) -> str:
+        return tail(self.log_path, lines)
+
+    def mqtt_action(self, topic: str, **props) -> dict:
+        """An MQTT sink action for this broker. The v2.4.2 MQTT sink has no
+        default server (sink confs come only from the REST-managed store), so
+        the server goes in each action."""
+        return {"mqtt": {"server": self.mqtt_url, "topic": topic, "qos": 1, **props}}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # SIGTERM lets kuiperd stop rules and kill plugin processes itself.
+            stop_process(self.proc, timeout=20)
+            self.proc = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+# ---------------------------------------------------------------- REST client
+
+
+class KuiperError(RuntimeError):
+    def __init__(self, method: str, path: str, status: int, body: str):
+        self.status, self.body = status, body
+        super().__init__(f"{method} {path} -> HTTP {status}: {body}")
+
+
+class KuiperClient:
+    def __init__(self, base_url: str, timeout: float = 60):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body=None, ok=(200, 201)):
+        """Send a request; return parsed JSON when possible, else text.
+        Raises KuiperError with the response body for any status not in ok."""
+        data = None
+        headers = {}
+        if body is not None:
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                status, text = resp.status, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode(errors="replace")
+        if status not in ok:
+            raise KuiperError(method, path, status, text)
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    def ping(self) -> bool:
+        try:
+            self.request("GET", "/ping")
+            return True
+        except (OSError, KuiperError):
+            return False
+
+    # streams
+    def create_stream(self, sql: str):
+        return self.request("POST", "/streams", {"sql": sql})
+
+    def delete_stream(self, name: str):
+        return self.request("DELETE", f"/streams/{name}")
+
+    # rules
+    def create_rule(self, rule_id: str, sql: str, actions: list, options: dict | None = None):
+        rule = {"id": rule_id, "sql": sql, "actions": actions}
+        if options:
+            rule["options"] = options
+        return self.request("POST", "/rules", rule)
+
+    def rule_status(self, rule_id: str) -> dict:
+        return self.request("GET", f"/rules/{rule_id}/status")
+
+    def delete_rule(self, rule_id: str):
+        return self.request("DELETE", f"/rules/{rule_id}")
+
+    def wait_rule_running(self, rule_id: str, timeout: float = 30) -> dict:
+        """Wait until the rule runs and every source/sink reports connection_status 1."""
+        def ready():
+            st = self.rule_status(rule_id)
+            if st.get("status") != "running":
+                return None
+            conns = [v for k, v in st.items() if k.endswith("_connection_status")]
+            return st if all(v == 1 for v in conns) else None
+        return wait_until(ready, timeout, interval=0.2, what=f"rule {rule_id} running and connected")
+
+    # portable plugins
+    def install_portable_plugin(self, name: str, file_url: str, shell_paras: list[str] | None = None):
+        """file_url: file:///abs/path/name.zip (must end with .zip)."""
+        body = {"name": name, "file": file_url}
+        if shell_paras:
+            body["shellParas"] = shell_paras
+        return self.request("POST", "/plugins/portables", body)
+
+    def update_portable_plugin(self, name: str, file_url: str):
+        # PUT = delete + register (internal/server/portable_init.go:119-137).
+        return self.request("PUT", f"/plugins/portables/{name}", {"name": name, "file": file_url})
+
+    def get_portable_plugin(self, name: str):
+        return self.request("GET", f"/plugins/portables/{name}")
+
+    def list_portable_plugins(self):
+        return self.request("GET", "/plugins/portables")
+
+    def delete_portable_plugin(self, name: str):
+        return self.request("DELETE", f"/plugins/portables/{name}")
+
+    def portable_plugin_status(self, name: str) -> dict:
+        """{"refCount": {rule: n}, "status": "initializing|running|error|stop", "errMsg": "..."}"""
+        return self.request("GET", f"/plugins/portables/{name}/status")
+
+
+# ---------------------------------------------------------------- MQTT
+
+
+def _connect(host: str, port: int, client_id: str) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    connected = threading.Event()
+    c.on_connect = lambda client, userdata, flags, rc, props: connected.set() if not rc.is_failure else None
+    c.connect(host, port)
+    c.loop_start()
+    if not connected.wait(10):
+        c.loop_stop()
+        raise HarnessError(f"MQTT connect to {host}:{port} failed")
+    return c
+
+
+class MqttCollector:
+    """Collects every message on `topic` into a thread-safe list."""
+
+    def __init__(self, host: str, port: int, topic: str, qos: int = 1):
+        self.topic = topic
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._cond = threading.Condition()
+        self._client = _connect(host, port, f"e2e-sub-{uuid.uuid4().hex[:8]}")
+        self._client.on_message = self._on_message
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda client, userdata, mid, codes, props: subscribed.set()
+        self._client.subscribe(topic, qos)
+        if not subscribed.wait(10):  # return only once SUBACK arrived, so nothing is missed
+            self.close()
+            raise HarnessError(f"MQTT subscribe to {topic} timed out")
+
+    def _on_message(self, client, userdata, msg):
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 30) -> list[mqtt.MQTTMessage]:
+        """Wait until at least n messages arrived; return a copy of all of them."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.messages) >= n, timeout):
+                raise TimeoutError(f"got {len(self.messages)} of {n} messages on {self.topic} in {timeout}s: "
+                                   f"{[m.payload[:200] for m in self.messages]}")
+            return list(self.messages)
+
+    def payloads(self) -> list[bytes]:
+        with self._cond:
+            return [m.payload for m in self.messages]
+
+    def json(self) -> list:
+        return [json.loads(p) for p in self.payloads()]
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+class MqttPublisher:
+    def __init__(self, host: str, port: int):
+        self._client = _connect(host, port, f"e2e-pub-{uuid.uuid4().hex[:8]}")
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, timeout: float = 10) -> None:
+        info = self._client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout)  # PUBACK for qos 1: the broker has it
+        if not info.is_published():
+            raise TimeoutError(f"MQTT publish to {topic} not acknowledged within {timeout}s")
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def publish(host: str, port: int, topic: str, payload: bytes, qos: int = 1) -> None:
+    """One-shot publish; use MqttPublisher for many messages."""
+    p = MqttPublisher(host, port)
+    try:
+        p.publish(topic, payload, qos)
+    finally:
+        p.close()

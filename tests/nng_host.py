@@ -1,0 +1,97 @@
+"""A stand-in for kuiperd's side of the portable-plugin protocol, over pynng.
+
+Mirrors eKuiper v2.4.2 internal/plugin/portable/runtime (connection.go,
+plugin_ins_manager.go, function.go): kuiperd listens with REP sockets, the plugin
+dials with REQ and speaks first ("handshake"); kuiperd's commands and function
+requests travel as replies, and a reply starting with 'h' is a keepalive
+handshake, after which the request is sent again.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pynng
+
+PLUGIN_URL = "ipc:///tmp/plugin_{}.ipc"
+FUNCTION_URL = "ipc:///tmp/func_{}.ipc"
+
+
+class ReqChannel:
+    """kuiperd's NanomsgReqRepChannel.Req: send, receive, skip handshakes."""
+
+    def __init__(self, url, recv_timeout_ms):
+        self.sock = pynng.Rep0(recv_timeout=recv_timeout_ms, send_timeout=5000)
+        self.sock.recv_max_size = 0
+        self.sock.listen(url)
+
+    def request(self, payload):
+        while True:
+            try:
+                self.sock.send(payload)
+            except pynng.BadState:  # no pending request yet: take the plugin's handshake first
+                self.sock.recv()
+                self.sock.send(payload)
+            result = self.sock.recv()
+            if result[:1] == b"h":
+                continue
+            return result
+
+    def close(self):
+        self.sock.close()
+
+
+class PluginHost:
+    """Start main.py the way kuiperd does and talk to it."""
+
+    def __init__(self, plugin_dir, name="defect", python=sys.executable, env=None):
+        self.plugin_dir = plugin_dir
+        self.name = name
+        self.control = ReqChannel(PLUGIN_URL.format(name), 3600 * 1000)
+        self.functions = {}
+        conf = json.dumps({"sendTimeout": 5000})
+        self.started = time.perf_counter()
+        # kuiperd sends the plugin's output to its log; a file never fills up like a pipe.
+        self.log = tempfile.NamedTemporaryFile(prefix=f"plugin_{name}_", suffix=".log", delete=False)
+        self.process = subprocess.Popen([python, "-u", os.path.join(plugin_dir, "main.py"), conf],
+                                        cwd=plugin_dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.control.sock.recv_timeout = 60 * 1000  # eKuiper's initTimeout
+        handshake = self.control.sock.recv()
+        self.handshake_seconds = time.perf_counter() - self.started
+        if handshake != b"handshake":
+            raise RuntimeError(f"expected handshake, got {handshake!r}")
+        self.control.sock.recv_timeout = 3600 * 1000
+
+    def start_function(self, symbol):
+        channel = ReqChannel(FUNCTION_URL.format(symbol), 5000)  # eKuiper's recvTimeout: 5 s a call
+        control = {"symbolName": symbol, "meta": {"ruleId": "", "opId": "", "instanceId": 0}, "pluginType": "func"}
+        reply = self.control.request(json.dumps({"cmd": "start", "arg": json.dumps(control)}).encode())
+        if reply != b"ok":
+            raise RuntimeError(f"start {symbol}: {reply!r}")
+        self.functions[symbol] = channel
+        return channel
+
+    def call(self, symbol, func, args):
+        """Returns the decoded reply {"state", "result"}."""
+        channel = self.functions.get(symbol) or self.start_function(symbol)
+        return json.loads(channel.request(json.dumps({"func": func, "arg": args}).encode()))
+
+    def exec(self, symbol, *args, rule="rule1"):
+        context = json.dumps({"ruleId": rule, "opId": "op1", "instanceId": 0, "funcId": 0})
+        return self.call(symbol, "Exec", [*args, context])
+
+    def output(self):
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def close(self):
+        """Kill the plugin like kuiperd does; returns its output."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        for channel in [self.control, *self.functions.values()]:
+            channel.close()
+        output = self.output()
+        os.unlink(self.log.name)
+        return output

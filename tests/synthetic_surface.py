@@ -1,0 +1,64 @@
+"""Synthetic textured surfaces with a known number of defects (spots and scratches).
+
+Used by the tests, the benchmarks and `make models` (which writes a sample for
+`python inference.py`). `python tests/synthetic_surface.py --defects 3 out.png`
+"""
+import argparse
+
+import cv2
+import numpy as np
+
+
+def textured_surface(rng, width=640, height=480):
+    """Brushed-metal-like grain: blurred noise, a slow illumination gradient, fine sensor noise."""
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 1.5)
+    grain *= 10 / grain.std()
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = 25 * (xx / width - 0.5) + 15 * np.sin(yy / height * np.pi)
+    surface = 128 + grain + light + rng.normal(0, 2, (height, width))
+    return surface
+
+
+def draw_defects(rng, surface, count):
+    """Draw `count` well-separated defects; returns their centres."""
+    height, width = surface.shape
+    centres = []
+    while len(centres) < count:
+        cx, cy = int(rng.integers(50, width - 50)), int(rng.integers(50, height - 50))
+        if any((cx - x) ** 2 + (cy - y) ** 2 < 110 ** 2 for x, y in centres):
+            continue
+        centres.append((cx, cy))
+        delta = float(rng.choice([-1, 1]) * rng.uniform(60, 90))  # dark or bright
+        layer = np.zeros_like(surface)
+        if rng.random() < 0.5:  # spot
+            axes = (int(rng.integers(6, 16)), int(rng.integers(6, 16)))
+            cv2.ellipse(layer, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, delta, -1, cv2.LINE_AA)
+        else:  # scratch
+            angle = rng.uniform(0, np.pi)
+            half = rng.uniform(30, 45)
+            dx, dy = int(half * np.cos(angle)), int(half * np.sin(angle))
+            cv2.line(layer, (cx - dx, cy - dy), (cx + dx, cy + dy), delta, int(rng.integers(4, 7)), cv2.LINE_AA)
+        surface += layer
+    return centres
+
+
+def surface_image(defects, seed=0, width=640, height=480):
+    """BGR uint8 image of a textured surface with exactly `defects` defects."""
+    rng = np.random.default_rng(seed)
+    surface = textured_surface(rng, width, height)
+    draw_defects(rng, surface, defects)
+    gray = np.clip(surface, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("output")
+    parser.add_argument("--defects", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    cv2.imwrite(args.output, surface_image(args.defects, args.seed))
+
+
+if __name__ == "__main__":
+    main()
