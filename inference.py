@@ -124,8 +124,8 @@ def regions(mask, scale_x, scale_y, min_area=0):
         area = float(np.count_nonzero(mask[y:y + h, x:x + w])) * scale_x * scale_y
         if area < min_area:
             continue
-        found.append({"x": round(x * scale_x), "y": round(y * scale_y), "w": round(w * scale_x),
-                      "h": round(h * scale_y), "area": round(area)})
+        found.append({"x": round(x * scale_x), "y": round(y * scale_y), "w": max(1, round(w * scale_x)),
+                      "h": max(1, round(h * scale_y)), "area": max(1, round(area))})
     return sorted(found, key=lambda d: (d["y"], d["x"]))
 
 

@@ -1,0 +1,80 @@
+"""Shared fixtures: real models from `make models`, the real fixtures, the plugin zip run as kuiperd runs it."""
+import base64
+import os
+import sys
+import zipfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+
+from settings import load_settings  # noqa: E402
+
+FIXTURES = os.environ.get("DEFECT_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
+ZIP = os.path.join(REPO, "build", "defect.zip")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="local only: skip the tests that need kuiperd, Go or mosquitto (refused in CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+    # kuiperd (session-scoped) owns /tmp/plugin_defect.ipc until the session ends,
+    # so the in-process protocol tests run first.
+    items.sort(key=lambda item: "e2e" in item.keywords)
+    if config.getoption("--fast"):
+        if os.environ.get("CI"):
+            raise pytest.UsageError("--fast skips the end-to-end tests; CI runs them all")
+        skip = pytest.mark.skip(reason="--fast: needs kuiperd and mosquitto")
+        for item in items:
+            if "e2e" in item.keywords:
+                item.add_marker(skip)
+
+
+def fixture_path(*parts):
+    path = os.path.join(FIXTURES, *parts)
+    if not os.path.exists(path):
+        pytest.fail(f"fixture {path} is missing: put shared/fixtures beside the repo or set DEFECT_FIXTURES")
+    return path
+
+
+def read_b64(*parts):
+    with open(fixture_path(*parts), "rb") as f:
+        return base64.b64encode(f.read()).decode("ascii")
+
+
+@pytest.fixture(scope="session")
+def settings():
+    settings = load_settings()
+    for path in (settings["label"]["model"], settings["defect"]["model"]):
+        if not os.path.isfile(path):
+            pytest.fail(f"{path} is missing: run `make models` first")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def labeler(settings):
+    from label import labeler_from_settings
+    return labeler_from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def segmenter(settings):
+    from inference import segmenter_from_settings
+    return segmenter_from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory):
+    """build/defect.zip unpacked, as kuiperd unpacks it into plugins/portable/defect."""
+    if not os.path.isfile(ZIP):
+        pytest.fail(f"{ZIP} is missing: run `make package` first")
+    target = tmp_path_factory.mktemp("plugin") / "defect"
+    with zipfile.ZipFile(ZIP) as z:
+        z.extractall(target)
+    return str(target)

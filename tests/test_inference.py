@@ -1,0 +1,86 @@
+"""inference's logic: the default IR model on synthetic surfaces, DeepLab IR on the dog picture."""
+import base64
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, fixture_path
+from inference import DefectSegmenter, choose_device, mask_from_output, regions
+from synthetic_surface import surface_image
+
+
+@pytest.mark.parametrize("defects", range(6))
+@pytest.mark.parametrize("seed", [11, 22, 33, 44])
+def test_counts_drawn_defects(segmenter, defects, seed):
+    report = segmenter.inspect(surface_image(defects, seed=seed * 100 + defects))
+    assert report["defect"] == defects
+    assert len(report["defects"]) == defects
+
+
+def test_report_has_tutorial_keys_and_boxes_in_input_pixels(segmenter):
+    image = surface_image(3, seed=5, width=1280, height=960)
+    report = segmenter.inspect(image)
+    assert {"inference time", "defect", "base64", "defects", "width", "height"} <= set(report)
+    assert (report["width"], report["height"]) == (1280, 960)
+    assert report["inference time"] > 0
+    for box in report["defects"]:
+        assert 0 <= box["x"] < 1280 and 0 <= box["y"] < 960
+        assert box["x"] + box["w"] <= 1280 + 2 and box["y"] + box["h"] <= 960 + 2
+        assert box["area"] > 0
+        # the box really sits on a defect: its pixels depart from the surface's mean
+        patch = image[box["y"]:box["y"] + box["h"], box["x"]:box["x"] + box["w"], 0].astype(float)
+        assert abs(patch - image[..., 0].mean()).max() > 40
+
+
+def test_picture_is_input_and_mask_side_by_side(segmenter):
+    report = segmenter.inspect(surface_image(2, seed=9))
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(report["base64"]), np.uint8), cv2.IMREAD_COLOR)
+    height, width = picture.shape[:2]
+    assert (width, height) == (2 * segmenter.width, segmenter.height)
+    mask_half = picture[:, width // 2:, 0]
+    assert (mask_half > 128).any() and (mask_half < 128).mean() > 0.9  # a few white defects on black
+
+
+def test_threshold_argument_changes_the_mask(segmenter):
+    image = surface_image(3, seed=3)
+    assert segmenter.inspect(image, threshold=0.5)["defect"] == 3
+    assert segmenter.inspect(image, threshold=1.0)["defect"] == 0
+
+
+def test_deeplab_ir_segments_the_dog(settings):
+    deeplab = DefectSegmenter(f"{REPO}/models/deeplabv3.xml")
+    image = cv2.imread(fixture_path("images", "dog_segmentation.bmp"))
+    trimap = cv2.imread(fixture_path("images", "dog_segmentation_mask.bmp"), cv2.IMREAD_GRAYSCALE)
+    mask = deeplab.segment(cv2.resize(image, deeplab.size, interpolation=cv2.INTER_LINEAR))
+    mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+    dog = trimap == 0
+    iou = (mask & dog).sum() / (mask | dog).sum()
+    assert iou >= 0.85, iou
+
+
+@pytest.mark.parametrize("output,expected", [
+    (np.array([[[[0.2, 0.9], [0.6, 0.1]]]], np.float32), [[0, 1], [1, 0]]),           # [1,1,H,W] probability
+    (np.array([[[0.2, 0.9], [0.6, 0.1]]], np.float32), [[0, 1], [1, 0]]),             # [1,H,W] probability
+    (np.array([[[[5, 0], [0, 5]], [[0, 5], [5, 0]]]], np.float32), [[0, 1], [1, 0]]),  # [1,C,H,W] scores
+    (np.array([[[0, 12], [3, 0]]], np.int64), [[0, 1], [1, 0]]),                       # [1,H,W] class map
+])
+def test_output_layouts(output, expected):
+    assert mask_from_output(output, 0.5).tolist() == expected
+
+
+def test_holes_do_not_count_as_regions():
+    mask = np.zeros((50, 50), np.uint8)
+    cv2.rectangle(mask, (5, 5), (40, 40), 1, -1)
+    mask[15:30, 15:30] = 0  # a hole
+    mask[2, 45] = 1        # a second, separate region
+    found = regions(mask, 2.0, 2.0)
+    assert len(found) == 2
+    assert found[1] == {"x": 10, "y": 10, "w": 72, "h": 72, "area": 4 * (36 * 36 - 15 * 15)}
+
+
+def test_absent_device_falls_back_to_cpu(caplog):
+    import openvino as ov
+    assert choose_device(ov.Core(), "NPU") == ("NPU" if "NPU" in ov.Core().available_devices else "CPU")
+    with pytest.raises(ValueError, match="not one of"):
+        choose_device(ov.Core(), "TPU")

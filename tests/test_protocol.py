@@ -1,0 +1,96 @@
+"""The plugin zip, started as kuiperd starts it, driven over the real nng addresses.
+
+tests/nng_host.py plays kuiperd's side of eKuiper v2.4.2's portable protocol.
+"""
+import base64
+import json
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from bad_inputs import bad_images
+from conftest import read_b64
+from nng_host import PluginHost
+from synthetic_surface import surface_image
+
+
+@pytest.fixture(scope="module")
+def host(plugin_dir):
+    host = PluginHost(plugin_dir, python=sys.executable)
+    yield host
+    output = host.close()
+    print(output[-3000:])
+
+
+def surface_b64(defects, seed):
+    return base64.b64encode(cv2.imencode(".jpg", surface_image(defects, seed=seed))[1].tobytes()).decode()
+
+
+def assert_one_line_error(reply, word):
+    assert reply["state"] is False, reply
+    message = reply["result"]
+    assert isinstance(message, str) and "\n" not in message and "Traceback" not in message, message
+    assert word in message, message
+
+
+def test_handshake_is_fast(host):
+    assert host.handshake_seconds < 10  # eKuiper allows 60 s; `make bench` measures the real figure
+
+
+def test_label_image_over_nng(host):
+    reply = host.exec("labelImage", read_b64("images", "cat.bmp"))
+    assert reply["state"] is True, reply
+    assert reply["result"][0]["label"] == "286:Egyptian cat"
+    assert len(reply["result"]) == 5
+
+
+def test_label_image_accepts_a_data_uri_and_k(host):
+    reply = host.exec("labelImage", "data:image/jpeg;base64," + read_b64("images", "cat_1080p.jpg"), 2)
+    assert reply["state"] is True, reply
+    assert [r["label"] for r in reply["result"]][:1] == ["286:Egyptian cat"]
+    assert len(reply["result"]) == 2
+
+
+def test_inference_over_nng(host):
+    for defects in range(4):
+        reply = host.exec("inference", surface_b64(defects, seed=500 + defects))
+        assert reply["state"] is True, reply
+        assert reply["result"]["defect"] == defects
+        picture = cv2.imdecode(np.frombuffer(base64.b64decode(reply["result"]["base64"]), np.uint8), 1)
+        assert picture.shape[1] == 2 * picture.shape[0]
+
+
+def test_validate_and_is_aggregate(host):
+    assert host.call("labelImage", "Validate", [{"name": "self"}]) == {"state": True, "result": ""}
+    reply = host.call("labelImage", "Validate", [])
+    assert_one_line_error(reply, "labelImage takes 1 or 2 arguments")
+    assert_one_line_error(host.call("inference", "Validate", [1, 2, 3]), "inference takes 1 or 2 arguments")
+    assert host.call("inference", "IsAggregate", []) == {"state": True, "result": False}
+
+
+@pytest.mark.parametrize("case", list(bad_images()))
+@pytest.mark.parametrize("function", ["labelImage", "inference"])
+def test_bad_image_gives_one_line_and_the_next_call_works(host, function, case):
+    value, word = bad_images()[case]
+    assert_one_line_error(host.exec(function, value), word)
+    good = host.exec(function, read_b64("images", "cat.bmp"))
+    assert good["state"] is True, good
+    assert host.process.poll() is None
+
+
+@pytest.mark.parametrize("function,arg,word", [("labelImage", 0, "k must be"), ("labelImage", "5", "k must be"),
+                                               ("labelImage", 2.5, "k must be"), ("inference", 1.5, "threshold"),
+                                               ("inference", "x", "threshold")])
+def test_bad_extra_argument(host, function, arg, word):
+    assert_one_line_error(host.exec(function, read_b64("images", "cat.bmp"), arg), word)
+
+
+def test_still_serving_after_idle_keepalives(host):
+    """The SDK's REQ sockets time out after 5 s idle and resend a handshake; calls must still work."""
+    time.sleep(6.5)
+    assert host.exec("labelImage", read_b64("images", "cat.bmp"))["state"] is True
+    assert host.exec("inference", surface_b64(1, seed=7))["result"]["defect"] == 1
+    assert host.process.poll() is None
