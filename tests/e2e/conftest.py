@@ -8,11 +8,17 @@ fixture deletes the rules and streams a test created, so tests stay isolated.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
 
 import harness
+
+
+def pytest_configure(config):
+    # tests/conftest.py marks everything under e2e/ with it.
+    config.addinivalue_line("markers", "e2e: needs a real kuiperd and mosquitto")
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +36,11 @@ def kuiperd(request, tmp_path_factory, mosquitto):
     yield k
     k.stop()
     if request.session.testsfailed:
-        tr = request.config.pluginmanager.get_plugin("terminalreporter")
-        tr.write_line(f"\n--- tail of kuiperd log {k.log_path} ---")
-        tr.write_line(k.log_tail(200))
+        # Bypass output capture: this teardown belongs to whichever test ran
+        # last, which may have passed, and then pytest would hide the output.
+        capman = request.config.pluginmanager.get_plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            print(f"\n--- tail of kuiperd log {k.log_path} ---\n{k.log_tail(200)}")
 
 
 @pytest.fixture

@@ -299,6 +299,25 @@ class Kuiperd:
         the server goes in each action."""
         return {"mqtt": {"server": self.mqtt_url, "topic": topic, "qos": 1, **props}}
 
+    def plugin_pids(self, name: str) -> list[int]:
+        """Pids of portable plugin `name` run by this kuiperd. The REST status
+        has no pid; kuiperd starts `<pythonBin> -u <home>/plugins/portable/<name>/<exe> <conf json>`."""
+        prefix = str(self.home / "plugins" / "portable" / name) + "/"
+        pids = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if any(a.startswith(prefix) for a in (d / "cmdline").read_bytes().decode(errors="replace").split("\0")):
+                        pids.append(int(d.name))
+        return pids
+
+    def restart(self, timeout: float = 60) -> "Kuiperd":
+        """Same home and ports: installed plugins and rules are reloaded from disk.
+        The only way in v2.4.2 to bring every function of a hot-updated or
+        crashed portable plugin back (see the harness report)."""
+        self.stop()
+        return self.start(timeout)
+
     def stop(self) -> None:
         if self.proc is not None:
             # SIGTERM lets kuiperd stop rules and kill plugin processes itself.
@@ -307,6 +326,25 @@ class Kuiperd:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def make_plugin_zip(src_dir: Path, zip_path: Path) -> str:
+    """Zip a plugin folder (with <name>.json at its root) and return its file:// URL.
+
+    Writes an entry for every directory: kuiperd v2.4.2 creates only one
+    missing directory level per file (internal/pkg/filex/zip.go:55-59), so a
+    zip without directory entries fails with "mkdirat a/b: no such file"."""
+    import zipfile
+    src_dir, zip_path = Path(src_dir), Path(zip_path)
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for root, dirs, files in os.walk(src_dir):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            rel = Path(root).relative_to(src_dir)
+            if rel != Path("."):
+                z.write(root, f"{rel.as_posix()}/")
+            for f in sorted(files):
+                z.write(Path(root) / f, (rel / f).as_posix())
+    return zip_path.resolve().as_uri()
 
 
 # ---------------------------------------------------------------- REST client
@@ -323,7 +361,7 @@ class KuiperClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
-    def request(self, method: str, path: str, body=None, ok=(200, 201)):
+    def request(self, method: str, path: str, body=None, ok=(200, 201), timeout: float | None = None):
         """Send a request; return parsed JSON when possible, else text.
         Raises KuiperError with the response body for any status not in ok."""
         data = None
@@ -333,7 +371,7 @@ class KuiperClient:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 status, text = resp.status, resp.read().decode(errors="replace")
         except urllib.error.HTTPError as e:
             status, text = e.code, e.read().decode(errors="replace")
@@ -382,16 +420,19 @@ class KuiperClient:
         return wait_until(ready, timeout, interval=0.2, what=f"rule {rule_id} running and connected")
 
     # portable plugins
-    def install_portable_plugin(self, name: str, file_url: str, shell_paras: list[str] | None = None):
-        """file_url: file:///abs/path/name.zip (must end with .zip)."""
+    def install_portable_plugin(self, name: str, file_url: str, shell_paras: list[str] | None = None,
+                                timeout: float = 900):
+        """file_url: file:///abs/path/name.zip (must end with .zip). The request
+        returns only after the zip's install.sh has finished, hence the long timeout."""
         body = {"name": name, "file": file_url}
         if shell_paras:
             body["shellParas"] = shell_paras
-        return self.request("POST", "/plugins/portables", body)
+        return self.request("POST", "/plugins/portables", body, timeout=timeout)
 
-    def update_portable_plugin(self, name: str, file_url: str):
+    def update_portable_plugin(self, name: str, file_url: str, timeout: float = 900):
         # PUT = delete + register (internal/server/portable_init.go:119-137).
-        return self.request("PUT", f"/plugins/portables/{name}", {"name": name, "file": file_url})
+        return self.request("PUT", f"/plugins/portables/{name}", {"name": name, "file": file_url},
+                            timeout=timeout)
 
     def get_portable_plugin(self, name: str):
         return self.request("GET", f"/plugins/portables/{name}")
