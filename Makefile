@@ -8,7 +8,7 @@ KUIPER_VERSION := 2.4.2
 KUIPERD_DIR := .cache/kuiperd-$(KUIPER_VERSION)
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
-PLUGIN_FILES := main.py label_func.py label.py inference.py image_input.py settings.py config.json \
+PLUGIN_FILES := main.py label_func.py label.py inference.py image_input.py settings.py function_server.py config.json \
                 defect.json requirements.txt install.sh
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
                models/imagenet_labels.txt models/sample_surface.png
@@ -28,7 +28,7 @@ models/.built: models/build_models.py tests/synthetic_surface.py $(VENV)/.instal
 	touch $@
 
 package: build/defect.zip
-build/defect.zip: $(PLUGIN_FILES) functions/*.json models/.built
+build/defect.zip: $(PLUGIN_FILES) functions/*.json models/.built Makefile
 	rm -rf build/defect build/defect.zip && mkdir -p build/defect/models build/defect/functions
 	cp $(PLUGIN_FILES) build/defect/
 	cp functions/*.json build/defect/functions/

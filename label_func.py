@@ -1,7 +1,8 @@
 """eKuiper Function wrappers: `labelImage` over label.py and `inference` over inference.py.
 
 A wrapper checks arguments, decodes the image once and hands pixels to the
-already-loaded model; errors leave as one line (see OneLineErrorRuntime).
+already-loaded model. InputError and ModelUnavailable carry the one line a rule
+shows (function_server.py turns them into the reply).
 """
 import json
 import logging
@@ -10,7 +11,6 @@ import os
 import threading
 
 from ekuiper import Function
-from ekuiper.runtime.function import FunctionRuntime, encode_reply
 
 from image_input import InputError, decode_image
 
@@ -132,24 +132,3 @@ class Inference(ModelFunction):
 def first_line(error):
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-class OneLineErrorRuntime(FunctionRuntime):
-    """The SDK's runtime, answering a failed Exec with one line instead of a traceback.
-
-    The SDK formats any exception with traceback.format_exc(), which lands in the
-    rule's output as a multi-line Python stack; users need the reason only.
-    """
-
-    def do_run(self, req):
-        try:
-            request = json.loads(req)
-            if request.get("func") != "Exec":
-                return super().do_run(req)
-            # The last argument is eKuiper's function context; our functions keep no per-rule state.
-            return encode_reply(True, self.s.exec(request["arg"][:-1], None))
-        except (InputError, ModelUnavailable) as e:
-            return encode_reply(False, str(e))
-        except Exception as e:  # a bug or a runtime fault: log the stack, answer one line
-            log.exception("unexpected error")
-            return encode_reply(False, f"internal error: {first_line(e)}")

@@ -1,7 +1,7 @@
 """Entry point kuiperd starts as `python -u main.py '<json conf>'`, cwd = plugin dir.
 
 Only wiring: pick the plugin's own Python, load the settings, start loading both
-models in the background, register the functions with the eKuiper SDK.
+models in the background, serve both functions, hand control to the eKuiper SDK.
 """
 import os
 import sys
@@ -20,7 +20,9 @@ if os.path.isfile(os.path.join(PLUGIN_VENV, "bin", "python")) and \
 from ekuiper import PluginConfig, plugin  # noqa: E402
 from ekuiper.runtime import plugin as sdk_plugin  # noqa: E402
 
-from label_func import Inference, LabelImage, OneLineErrorRuntime  # noqa: E402
+from function_server import FunctionServer  # noqa: E402
+from image_input import InputError  # noqa: E402
+from label_func import Inference, LabelImage, ModelUnavailable  # noqa: E402
 from settings import load_settings  # noqa: E402
 
 if __name__ == "__main__":
@@ -28,6 +30,8 @@ if __name__ == "__main__":
     functions = {f.name: f for f in (LabelImage(settings), Inference(settings))}
     for function in functions.values():
         function.start_loading()
-    sdk_plugin.FunctionRuntime = OneLineErrorRuntime  # one-line errors instead of tracebacks
-    # Every rule gets the same instance: each model loads once per process.
+    # Serve every function now and for good; kuiperd's START only confirms (see function_server.py).
+    server = FunctionServer(functions, expected_errors=(InputError, ModelUnavailable))
+    server.serve_all()
+    sdk_plugin.FunctionRuntime = server.sdk_runtime_factory
     plugin.start(PluginConfig("defect", {}, {}, {name: (lambda f=f: f) for name, f in functions.items()}))

@@ -49,20 +49,52 @@ class PluginHost:
     def __init__(self, plugin_dir, name="defect", python=sys.executable, env=None):
         self.plugin_dir = plugin_dir
         self.name = name
+        self.python = python
+        self.env = env
         self.control = ReqChannel(PLUGIN_URL.format(name), 3600 * 1000)
         self.functions = {}
+        self.start_process()
+
+    def start_process(self):
         conf = json.dumps({"sendTimeout": 5000})
         self.started = time.perf_counter()
         # kuiperd sends the plugin's output to its log; a file never fills up like a pipe.
-        self.log = tempfile.NamedTemporaryFile(prefix=f"plugin_{name}_", suffix=".log", delete=False)
-        self.process = subprocess.Popen([python, "-u", os.path.join(plugin_dir, "main.py"), conf],
-                                        cwd=plugin_dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.control.sock.recv_timeout = 60 * 1000  # eKuiper's initTimeout
-        handshake = self.control.sock.recv()
+        self.log = tempfile.NamedTemporaryFile(prefix=f"plugin_{self.name}_", suffix=".log", delete=False)
+        self.process = subprocess.Popen([self.python, "-u", os.path.join(self.plugin_dir, "main.py"), conf],
+                                        cwd=self.plugin_dir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        handshake = self._first_message(timeout=60)  # eKuiper's initTimeout
         self.handshake_seconds = time.perf_counter() - self.started
         if handshake != b"handshake":
             raise RuntimeError(f"expected handshake, got {handshake!r}")
         self.control.sock.recv_timeout = 3600 * 1000
+
+    def _first_message(self, timeout):
+        self.control.sock.recv_timeout = 200
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    return self.control.sock.recv()
+                except pynng.Timeout:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"plugin exited with {self.process.returncode}:\n{self.output()[-3000:]}")
+            raise RuntimeError(f"no handshake within {timeout} s:\n{self.output()[-3000:]}")
+        finally:
+            self.control.sock.recv_timeout = 3600 * 1000
+
+    def restart_process(self, replay):
+        """What kuiperd does when the plugin is re-installed: new process, same channels.
+
+        kuiperd v2.4.2 keeps one START command per plugin (all functions share its
+        key), so it replays START for `replay` only.
+        """
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.start_process()
+        control = {"symbolName": replay, "meta": {"ruleId": "", "opId": "", "instanceId": 0}, "pluginType": "func"}
+        reply = self.control.request(json.dumps({"cmd": "start", "arg": json.dumps(control)}).encode())
+        if reply != b"ok":
+            raise RuntimeError(f"start {replay}: {reply!r}")
 
     def start_function(self, symbol):
         channel = ReqChannel(FUNCTION_URL.format(symbol), 5000)  # eKuiper's recvTimeout: 5 s a call

@@ -23,7 +23,9 @@ def draw_defects(rng, surface, count):
     """Draw `count` well-separated defects; returns their centres."""
     height, width = surface.shape
     centres = []
-    while len(centres) < count:
+    for _ in range(10000):
+        if len(centres) == count:
+            return centres
         cx, cy = int(rng.integers(50, width - 50)), int(rng.integers(50, height - 50))
         if any((cx - x) ** 2 + (cy - y) ** 2 < 110 ** 2 for x, y in centres):
             continue
@@ -39,6 +41,8 @@ def draw_defects(rng, surface, count):
             dx, dy = int(half * np.cos(angle)), int(half * np.sin(angle))
             cv2.line(layer, (cx - dx, cy - dy), (cx + dx, cy + dy), delta, int(rng.integers(4, 7)), cv2.LINE_AA)
         surface += layer
+    if len(centres) < count:
+        raise ValueError(f"cannot place {count} separate defects on {width}x{height}")
     return centres
 
 

@@ -1,0 +1,191 @@
+"""The same calls through a running kuiperd: frames go in by HTTP push, the rule
+calls the function, a websocket sink hands each result back to this process.
+
+Needs the kuiperd's REST URL and its HTTP server (source.httpServerPort, 10081
+unless configured otherwise), which serves both the push source and the
+websocket sink, so no MQTT broker is involved. The defect plugin must be
+installed, or installable from build/defect.zip (a file:// URL: same machine).
+"""
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from timing import stats
+
+STREAM = "bench_defect_in"
+PUSH_PATH = "/bench_defect"
+
+
+def rest(base, method, path, body=None, ok=(200, 201)):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            status, text = resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode(errors="replace")
+    if status not in ok:
+        raise RuntimeError(f"{method} {path} -> HTTP {status}: {text[:500]}")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class Receiver:
+    """A minimal WebSocket client (RFC 6455, stdlib only) on the rule's websocket
+    sink, which kuiperd serves on its HTTP push server. Records {seq: arrival time}.
+    A sink that dials out to us (REST) is refused: basic.enablePrivateNet is off by default.
+    """
+
+    def __init__(self, url):
+        parts = urllib.parse.urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                          .encode())
+        self.file = self.sock.makefile("rb")
+        status = self.file.readline()
+        if b" 101 " not in status:
+            raise RuntimeError(f"websocket {url}: {status!r}")
+        while self.file.readline() not in (b"\r\n", b""):
+            pass
+        self.sock.settimeout(None)
+        self.arrived, self.cond = {}, threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _send(self, opcode, payload):
+        mask = os.urandom(4)  # client frames must be masked
+        header = bytes([0x80 | opcode, 0x80 | len(payload)])  # control frames only: < 126 bytes
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def _read(self):
+        message = b""
+        try:
+            while True:
+                b0, b1 = self.file.read(2)
+                length = b1 & 0x7F
+                if length >= 126:
+                    length = int.from_bytes(self.file.read(2 if length == 126 else 8), "big")
+                payload = self.file.read(length)  # server frames are not masked
+                opcode = b0 & 0x0F
+                if opcode == 0x8:
+                    return
+                if opcode == 0x9:
+                    self._send(0xA, payload)  # pong
+                    continue
+                if opcode == 0xA:
+                    continue
+                message += payload
+                if b0 & 0x80:  # final fragment
+                    arrived = time.perf_counter()
+                    rows = json.loads(message)
+                    with self.cond:
+                        for row in rows if isinstance(rows, list) else [rows]:
+                            self.arrived[row.get("seq")] = arrived
+                        self.cond.notify_all()
+                    message = b""
+        except (OSError, ValueError):
+            return
+
+    def wait(self, seqs, timeout):
+        with self.cond:
+            if not self.cond.wait_for(lambda: all(s in self.arrived for s in seqs), timeout):
+                missing = [s for s in seqs if s not in self.arrived]
+                raise TimeoutError(f"{len(missing)} of {len(seqs)} results did not come back in {timeout}s "
+                                   "(see the kuiperd log: a function error drops the message)")
+            return [self.arrived[s] for s in seqs]
+
+    def close(self):
+        self.sock.close()
+
+
+def ensure_plugin(base, zip_path):
+    try:
+        rest(base, "GET", "/plugins/portables/defect")
+        return
+    except RuntimeError:
+        pass
+    rest(base, "POST", "/plugins/portables", {"name": "defect", "file": "file://" + os.path.abspath(zip_path)})
+
+
+def wait_port(url, timeout=30):
+    parts = urllib.parse.urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((parts.hostname, parts.port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"kuiperd's HTTP push server at {url} is not listening (check source.httpServerPort)")
+
+
+def push(url, seq, b64):
+    req = urllib.request.Request(url, data=json.dumps({"seq": seq, "image": b64}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read()
+
+
+def measure(kuiperd_url, push_base, zip_path, cases, n, warmup):
+    """cases: [(function, input name, b64)] -> {function: {input: {latency stats, results_per_s}}}.
+
+    Latency: push one frame, wait for its result, repeat. Throughput: push n
+    frames back to back, time until the last result; the plugin serves one call
+    at a time, so this is what one rule sustains.
+    """
+    ensure_plugin(kuiperd_url, zip_path)
+    push_url = push_base.rstrip("/") + PUSH_PATH
+    rest(kuiperd_url, "POST", "/streams",
+         {"sql": f'CREATE STREAM {STREAM} () WITH (TYPE="httppush", DATASOURCE="{PUSH_PATH}", FORMAT="json")'})
+    results, seq = {}, 0
+    try:
+        for function in dict.fromkeys(f for f, _, _ in cases):
+            rule, out_path = f"bench_{function}", f"/bench_{function}_out"
+            rest(kuiperd_url, "POST", "/rules", {
+                "id": rule, "sql": f"SELECT seq, {function}(image) AS result FROM {STREAM}",
+                "actions": [{"websocket": {"path": out_path, "sendSingle": True}}]})
+            receiver = None
+            try:
+                deadline = time.monotonic() + 30
+                while rest(kuiperd_url, "GET", f"/rules/{rule}/status").get("status") != "running":
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"rule {rule} did not start")
+                    time.sleep(0.2)
+                wait_port(push_url)
+                receiver = Receiver(push_base.replace("http", "ws", 1).rstrip("/") + out_path)
+                for f, name, b64 in cases:
+                    if f != function:
+                        continue
+                    samples = []
+                    for i in range(warmup + n):
+                        seq += 1
+                        started = time.perf_counter()
+                        push(push_url, seq, b64)
+                        arrived = receiver.wait([seq], 60)[0]
+                        if i >= warmup:
+                            samples.append(arrived - started)
+                    batch = list(range(seq + 1, seq + n + 1))
+                    seq += n
+                    started = time.perf_counter()
+                    for s in batch:
+                        push(push_url, s, b64)
+                    last = max(receiver.wait(batch, 60 + n * 2))
+                    results.setdefault(function, {})[name] = {
+                        **stats(samples), "results_per_s": round(n / (last - started), 2)}
+            finally:
+                if receiver:
+                    receiver.close()
+                rest(kuiperd_url, "DELETE", f"/rules/{rule}")
+    finally:
+        rest(kuiperd_url, "DELETE", f"/streams/{STREAM}")
+    return results

@@ -1,0 +1,30 @@
+"""Median and p95 of repeated calls; the one timing helper of the bench."""
+import time
+
+import numpy as np
+
+
+def stats(seconds):
+    ms = np.asarray(seconds) * 1000
+    return {"median_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
+            "n": len(ms)}
+
+
+def timed_together(fns, n, warmup):
+    """{name: fn} -> {name: stats}. Each round calls every fn once, so a ratio of two
+    medians compares samples taken side by side: on a shared machine a busy neighbour
+    then slows both alike instead of whichever block it happened to overlap."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - started)
+    return {name: stats(s) for name, s in samples.items()}
+
+
+def timed(fn, n, warmup):
+    return timed_together({"fn": fn}, n, warmup)["fn"]

@@ -1,0 +1,95 @@
+"""Serving the functions' nng channels: one runtime per function, for the process's whole life.
+
+Two things in the eKuiper SDK / kuiperd v2.4.2 pair badly with a plugin that
+offers several functions, and this module works around both:
+
+1. kuiperd stores every function's START command under the same key
+   (plugin_ins_manager.go), so when the plugin process is restarted (hot update,
+   re-install) it replays START for only one function; the others would time out
+   until kuiperd restarts. So the plugin serves every function from the start,
+   dialling each channel in the background: nng connects whenever kuiperd
+   listens, now or later, and a START for a function already served is a no-op.
+2. The SDK answers an exception with its whole traceback; a rule should show one
+   line. OneLineErrorRuntime catches the plugin's own errors.
+"""
+import json
+import logging
+import threading
+
+from ekuiper.runtime.connection import PairChannel
+from ekuiper.runtime.function import FunctionRuntime, encode_reply
+from pynng import Req0
+
+log = logging.getLogger(__name__)
+FUNCTION_URL = "ipc:///tmp/func_{}.ipc"  # kuiperd's CreateFunctionChannel
+
+
+class BackgroundDialChannel(PairChannel):
+    """The SDK's function channel, dialled without blocking (the SDK gives up after 5 s and exits)."""
+
+    def __init__(self, symbol):
+        # Same options as the SDK: a 5 s receive timeout drives its keepalive handshakes.
+        self.sock = Req0(recv_timeout=5000, resend_time=0)
+        self.sock.recv_max_size = 0
+        self.sock.dial(FUNCTION_URL.format(symbol), block=False)
+
+
+class OneLineErrorRuntime(FunctionRuntime):
+    """The SDK's function runtime on a background-dialled channel, with one-line errors."""
+
+    def __init__(self, symbol, function, expected_errors):
+        self.s = function
+        self.ch = BackgroundDialChannel(symbol)
+        self.running = False
+        self.key = f"func_{symbol}"
+        self.funcs = {}
+        self.expected_errors = expected_errors
+
+    def do_run(self, req):
+        try:
+            request = json.loads(req)
+            if request.get("func") != "Exec":
+                return super().do_run(req)
+            # The last argument is eKuiper's function context; these functions keep no per-rule state.
+            return encode_reply(True, self.s.exec(request["arg"][:-1], None))
+        except self.expected_errors as e:
+            return encode_reply(False, str(e))
+        except Exception as e:  # a bug or a runtime fault: the stack goes to the log, one line to the rule
+            log.exception("unexpected error")
+            return encode_reply(False, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+class FunctionServer:
+    """Keeps one running runtime per function symbol."""
+
+    def __init__(self, functions, expected_errors):
+        self.functions = functions
+        self.expected_errors = expected_errors
+        self.runtimes = {}
+        self.lock = threading.Lock()
+
+    def serve_all(self):
+        for symbol in self.functions:
+            self.ensure_serving(symbol)
+
+    def ensure_serving(self, symbol):
+        with self.lock:
+            runtime = self.runtimes.get(symbol)
+            if runtime is not None and runtime.is_running():
+                return
+            runtime = OneLineErrorRuntime(symbol, self.functions[symbol], self.expected_errors)
+            runtime.running = True  # is_running() holds from now on, before the thread gets going
+            self.runtimes[symbol] = runtime
+            threading.Thread(target=runtime.run, name=f"func-{symbol}", daemon=True).start()
+
+    def sdk_runtime_factory(self, ctrl, function):
+        """Stands in for the SDK's FunctionRuntime class when kuiperd sends START."""
+        self.ensure_serving(ctrl["symbolName"])
+        return AlreadyServed()
+
+
+class AlreadyServed:
+    """What the SDK's START handler gets back: its thread has nothing left to do."""
+
+    def run(self):
+        pass
