@@ -33,7 +33,8 @@ build/defect.zip: $(PLUGIN_FILES) functions/*.json models/.built Makefile
 	cp $(PLUGIN_FILES) build/defect/
 	cp functions/*.json build/defect/functions/
 	cp $(MODEL_FILES) build/defect/models/
-	cd build/defect && zip -q -r ../defect.zip .
+	# python -m zipfile writes directory entries too, which kuiperd needs to unpack nested folders.
+	cd build/defect && ../../$(PY) -m zipfile -c ../defect.zip *
 	@echo "wrote $@"
 
 kuiperd: $(KUIPERD)

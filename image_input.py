@@ -58,7 +58,9 @@ def _base64_payload(text, max_bytes):
     if len(text) * 3 // 4 > max_bytes:
         raise InputError(f"image is about {len(text) * 3 // 4} bytes, over the limit of {max_bytes} (input.max_bytes)")
     # Standard or URL-safe alphabet; senders that drop the '=' padding are forgiven.
-    text = text.translate(URLSAFE_TO_STANDARD) + "=" * (-len(text) % 4)
+    if "-" in text or "_" in text:
+        text = text.translate(URLSAFE_TO_STANDARD)
+    text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -81,9 +83,9 @@ def image_header(data):
 def decode_image(value, max_pixels, max_bytes, fit=None):
     """Decode `value` to a BGR uint8 array (H, W, 3).
 
-    fit=(w, h): the size the model needs; a JPEG much larger than it is decoded
-    at 1/2, 1/4 or 1/8 scale by libjpeg itself, which is several times faster
-    than a full decode followed by a resize. Returns (pixels, (width, height) of
+    fit=(w, h): the smallest size the caller needs; a JPEG at least twice as
+    large is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, several times
+    faster than a full decode and a resize. Returns (pixels, (width, height) of
     the original image).
     """
     data = image_bytes(value, max_bytes)
@@ -117,8 +119,7 @@ def _reduced_flag(fmt, width, height, fit):
         return cv2.IMREAD_COLOR
     for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                          (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        # Keep at least twice the model's size so the final resize still averages pixels.
-        if width // factor >= 2 * fit[0] and height // factor >= 2 * fit[1]:
+        if width // factor >= fit[0] and height // factor >= fit[1]:
             return flag
     return cv2.IMREAD_COLOR
 

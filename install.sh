@@ -8,7 +8,8 @@
 # PEP 668 systems refuse pip into the system Python; a venv is always allowed.
 set -eu
 cd "$(dirname "$0")"
-PYTHON=${DEFECT_PYTHON:-python3}
+# The interpreter kuiperd will run main.py with, when it is set through the environment.
+PYTHON=${DEFECT_PYTHON:-${KUIPER__PORTABLE__PYTHONBIN:-python3}}
 say() { echo "defect install: $*"; }
 
 command -v "$PYTHON" >/dev/null 2>&1 || { say "ERROR: $PYTHON not found; set DEFECT_PYTHON to a Python 3.9+ interpreter" >&2; exit 1; }

@@ -88,7 +88,7 @@ class ModelFunction(Function):
             raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
         model = self.ready_model()
         limits = self.settings["input"]
-        pixels, size = decode_image(args[0], limits["max_pixels"], limits["max_bytes"], model.size)
+        pixels, size = decode_image(args[0], limits["max_pixels"], limits["max_bytes"], model.decode_size)
         return self.run(model, pixels, size, args[1] if len(args) > 1 else None)
 
     def is_aggregate(self):

@@ -4,7 +4,7 @@ import base64
 import cv2
 import numpy as np
 
-from conftest import fixture_path
+from paths import fixture_path
 
 
 def _b64(data):

@@ -1,5 +1,4 @@
 """Shared fixtures: real models from `make models`, the real fixtures, the plugin zip run as kuiperd runs it."""
-import base64
 import os
 import sys
 import zipfile
@@ -9,10 +8,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
+from paths import ZIP  # noqa: E402
 from settings import load_settings  # noqa: E402
-
-FIXTURES = os.environ.get("DEFECT_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
-ZIP = os.path.join(REPO, "build", "defect.zip")
 
 
 def pytest_addoption(parser):
@@ -34,18 +31,6 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "e2e" in item.keywords:
                 item.add_marker(skip)
-
-
-def fixture_path(*parts):
-    path = os.path.join(FIXTURES, *parts)
-    if not os.path.exists(path):
-        pytest.fail(f"fixture {path} is missing: put shared/fixtures beside the repo or set DEFECT_FIXTURES")
-    return path
-
-
-def read_b64(*parts):
-    with open(fixture_path(*parts), "rb") as f:
-        return base64.b64encode(f.read()).decode("ascii")
 
 
 @pytest.fixture(scope="session")

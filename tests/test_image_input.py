@@ -47,9 +47,10 @@ def test_cmyk_jpeg_decodes():
 
 def test_large_jpeg_is_decoded_reduced_but_reports_its_real_size():
     data = encoded(".jpg", cv2.resize(gradient(), (1920, 1080)))
-    pixels, size = decode_image(data, **LIMITS, fit=(224, 224))
-    assert size == (1920, 1080)
-    assert pixels.shape == (540, 960, 3)
+    for fit, shape in (((448, 448), (540, 960, 3)), ((224, 224), (270, 480, 3)), ((2000, 100), (1080, 1920, 3))):
+        pixels, size = decode_image(data, **LIMITS, fit=fit)
+        assert size == (1920, 1080)
+        assert pixels.shape == shape
 
 
 @pytest.mark.parametrize("case", list(bad_images()))

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, fixture_path
+from paths import REPO, fixture_path
 from inference import DefectSegmenter, choose_device, mask_from_output, regions
 from synthetic_surface import surface_image
 

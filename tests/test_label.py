@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import fixture_path
+from paths import fixture_path
 from image_input import decode_image
 from label import ImageLabeler, labeler_from_settings
 from settings import load_settings

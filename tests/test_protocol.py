@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bad_inputs import bad_images
-from conftest import read_b64
+from paths import read_b64
 from nng_host import PluginHost
 from synthetic_surface import surface_image
 

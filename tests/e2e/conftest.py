@@ -89,3 +89,27 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and k is not None:
         rep.sections.append(("kuiperd log (last 60 lines)", k.log_tail(60)))
     return rep
+
+
+PLUGIN_ZIP = harness.REPO_ROOT / "build" / "defect.zip"
+
+
+@pytest.fixture(scope="session")
+def defect_plugin(kuiperd):
+    """The defect plugin installed once from build/defect.zip (`make package`), deleted at the end.
+
+    Yields its file:// URL for tests that re-install it. Every rule that uses it
+    is gone by teardown (the per-test `kuiper` fixture deletes them)."""
+    if not PLUGIN_ZIP.is_file():
+        pytest.fail(f"{PLUGIN_ZIP} is missing: run `make package` first")
+    c = kuiperd.client
+    url = PLUGIN_ZIP.resolve().as_uri()
+    c.install_portable_plugin("defect", url)
+    harness.wait_until(lambda: c.portable_plugin_status("defect")["status"] == "running", 30,
+                       what="defect plugin status running after install")
+    yield url
+    if any(p.get("name", p) == "defect" if isinstance(p, dict) else p == "defect"
+           for p in c.list_portable_plugins()):
+        c.delete_portable_plugin("defect")
+    assert not any((p.get("name") if isinstance(p, dict) else p) == "defect" for p in c.list_portable_plugins())
+    harness.wait_until(lambda: not kuiperd.plugin_pids("defect"), 15, what="defect plugin process gone after delete")

@@ -160,16 +160,20 @@ class Mosquitto:
                                f"\n--- mosquitto log ---\n{tail(self.log_path)}") from None
         return self
 
-    def wait_subscribed(self, topic: str, timeout: float = 15) -> None:
-        """Wait until some client has subscribed to exactly `topic`."""
+    def wait_subscribed(self, topic: str, timeout: float = 15, clients: int = 1) -> None:
+        """Wait until `clients` distinct clients have subscribed to exactly `topic`.
+
+        kuiperd v2.4.2 gives every rule its own MQTT source client (which
+        subscribes twice), so two rules on one stream means clients=2."""
         def seen():
+            ids = set()
             for line in self.log_path.read_text(errors="replace").splitlines():
                 # mosquitto 2.x subscribe log line: "<ts>: <client id> <qos> <topic>"
                 parts = line.split()
                 if len(parts) >= 4 and parts[-1] == topic and parts[-2].isdigit():
-                    return True
-            return False
-        wait_until(seen, timeout, what=f"an MQTT subscription to {topic!r} on mosquitto")
+                    ids.add(parts[-3])
+            return len(ids) >= clients
+        wait_until(seen, timeout, what=f"{clients} MQTT client(s) subscribed to {topic!r} on mosquitto")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -1,0 +1,21 @@
+"""Where the tests find the fixtures and the build outputs (shared by tests/ and tests/e2e/)."""
+import base64
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.environ.get("DEFECT_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
+ZIP = os.path.join(REPO, "build", "defect.zip")
+
+
+def fixture_path(*parts):
+    path = os.path.join(FIXTURES, *parts)
+    if not os.path.exists(path):
+        pytest.fail(f"fixture {path} is missing: put shared/fixtures beside the repo or set DEFECT_FIXTURES")
+    return path
+
+
+def read_b64(*parts):
+    with open(fixture_path(*parts), "rb") as f:
+        return base64.b64encode(f.read()).decode("ascii")
