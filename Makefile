@@ -53,5 +53,8 @@ test: package kuiperd
 test-fast: package
 	$(PY) -m pytest tests --fast
 
+bench: package
+	$(PY) bench/run.py
+
 clean:
 	rm -rf build models/.built

@@ -12,7 +12,6 @@ PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 ENV_OVERRIDES = {
     "LABEL_MODEL": ("label", "model"),
     "LABEL_LABELS": ("label", "labels"),
-    "LABEL_BACKEND": ("label", "backend"),
     "DEFECT_MODEL": ("defect", "model"),
     "DEFECT_DEVICE": ("defect", "device"),
     "DEFECT_COLOR": ("defect", "color"),

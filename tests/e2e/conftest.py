@@ -108,8 +108,8 @@ def defect_plugin(kuiperd):
     harness.wait_until(lambda: c.portable_plugin_status("defect")["status"] == "running", 30,
                        what="defect plugin status running after install")
     yield url
-    if any(p.get("name", p) == "defect" if isinstance(p, dict) else p == "defect"
-           for p in c.list_portable_plugins()):
+    # GET /plugins/portables lists {"name": ..., "functions": [...], ...} objects.
+    if any(p["name"] == "defect" for p in c.list_portable_plugins()):  # a failed hot update may have removed it
         c.delete_portable_plugin("defect")
-    assert not any((p.get("name") if isinstance(p, dict) else p) == "defect" for p in c.list_portable_plugins())
+    assert not any(p["name"] == "defect" for p in c.list_portable_plugins())
     harness.wait_until(lambda: not kuiperd.plugin_pids("defect"), 15, what="defect plugin process gone after delete")
