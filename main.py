@@ -3,6 +3,7 @@
 Only wiring: pick the plugin's own Python, load the settings, start loading both
 models in the background, serve both functions, hand control to the eKuiper SDK.
 """
+import logging
 import os
 import sys
 
@@ -26,6 +27,9 @@ from label_func import Inference, LabelImage, ModelUnavailable  # noqa: E402
 from settings import load_settings  # noqa: E402
 
 if __name__ == "__main__":
+    # The SDK adds its log handler (stdout, which kuiperd logs) only in plugin.start();
+    # a library logging before that would make Python add a second, stderr handler.
+    logging.getLogger().addHandler(logging.NullHandler())
     settings = load_settings()
     functions = {f.name: f for f in (LabelImage(settings), Inference(settings))}
     for function in functions.values():

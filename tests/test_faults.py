@@ -1,0 +1,57 @@
+"""Faults the plugin must survive without a restart: broken or missing model files, an absent device."""
+import os
+import shutil
+import sys
+import time
+
+import pytest
+
+from nng_host import PluginHost
+from paths import fixture_path, read_b64
+from test_protocol import assert_one_line_error, surface_b64
+
+
+@pytest.fixture
+def broken_plugin(plugin_dir, tmp_path):
+    """A copy of the installed plugin with a broken labelling model and no defect weights, asked for a GPU."""
+    target = tmp_path / "defect"
+    shutil.copytree(plugin_dir, target)
+    models = target / "models"
+    good_label_model = (models / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    good_weights = (models / "model.bin").read_bytes()
+    shutil.copyfile(fixture_path("models", "model_invoking_error.tflite"), models / "mobilenet_v2_1.0_224_quant.tflite")
+    os.unlink(models / "model.bin")
+    env = {**os.environ, "DEFECT_DEVICE": "GPU"}  # this box has no GPU
+    host = PluginHost(str(target), python=sys.executable, env=env)
+    yield host, models, good_label_model, good_weights
+    host.close()
+
+
+def eventually(call, seconds=10):
+    """The reload starts on the first call after the files change; give it a few calls."""
+    deadline = time.monotonic() + seconds
+    while True:
+        reply = call()
+        if reply["state"] or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.2)
+
+
+def test_broken_models_answer_clearly_and_recover_when_files_come_back(broken_plugin):
+    host, models, good_label_model, good_weights = broken_plugin
+    cat, surface = read_b64("images", "cat.bmp"), surface_b64(2, seed=8)
+    assert_one_line_error(host.exec("labelImage", cat), "labelImage model could not be loaded")
+    assert_one_line_error(host.exec("inference", surface), "inference model could not be loaded")
+
+    (models / "mobilenet_v2_1.0_224_quant.tflite").write_bytes(good_label_model)
+    reply = eventually(lambda: host.exec("labelImage", cat))
+    assert reply["state"] is True and reply["result"][0]["label"] == "286:Egyptian cat", reply
+    assert_one_line_error(host.exec("inference", surface), "inference model could not be loaded")  # still broken
+
+    (models / "model.bin").write_bytes(good_weights)
+    reply = eventually(lambda: host.exec("inference", surface))
+    assert reply["state"] is True and reply["result"]["defect"] == 2, reply
+    pid = host.process.pid
+    assert host.process.poll() is None and host.process.pid == pid
+    # The absent GPU was replaced by the CPU, said once in the log.
+    assert host.output().count("OpenVINO device GPU is not available here") == 1
