@@ -13,7 +13,7 @@ PLUGIN_FILES := main.py label_func.py label.py inference.py image_input.py setti
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
                models/imagenet_labels.txt models/sample_surface.png
 
-.PHONY: venv models package kuiperd demo test test-fast bench clean
+.PHONY: venv models package package-offline kuiperd demo test test-fast bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt tests/requirements.txt
@@ -37,20 +37,33 @@ build/defect.zip: $(PLUGIN_FILES) functions/*.json models/.built Makefile
 	cd build/defect && ../../$(PY) -m zipfile -c ../defect.zip *
 	@echo "wrote $@"
 
+# The same zip plus wheels/ for an offline box: install.sh then installs with --no-index.
+# pip takes each tag literally: list the manylinux levels the wheels are published for.
+WHEEL_PLATFORMS ?= manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64
+WHEEL_PYTHON ?= 3.11
+package-offline: build/defect-offline.zip
+build/defect-offline.zip: build/defect.zip requirements.txt
+	rm -rf build/offline build/defect-offline.zip && cp -r build/defect build/offline
+	$(PY) -m pip download --disable-pip-version-check -q --only-binary=:all: \
+	  $(addprefix --platform ,$(WHEEL_PLATFORMS)) --python-version $(WHEEL_PYTHON) -d build/offline/wheels -r requirements.txt
+	cd build/offline && ../../$(PY) -m zipfile -c ../defect-offline.zip *
+	@echo "wrote $@ for $(WHEEL_PLATFORMS), Python $(WHEEL_PYTHON)"
+
 kuiperd: $(KUIPERD)
 $(KUIPERD): tests/e2e/build_kuiperd.sh
 	tests/e2e/build_kuiperd.sh $(KUIPER_VERSION) $(KUIPERD_DIR)
 
-demo: models
+demo: package kuiperd
 	$(PY) label.py $(FIXTURES)/images/cat.bmp
 	$(PY) label.py $(FIXTURES)/images/cat_1080p.jpg
 	$(PY) inference.py models/sample_surface.png
+	$(PY) tests/e2e/demo.py
 
-test: package kuiperd
+test: package package-offline kuiperd
 	$(PY) -m pytest tests
 
 # Local only: skips what needs kuiperd, Go or mosquitto.
-test-fast: package
+test-fast: package package-offline
 	$(PY) -m pytest tests --fast
 
 bench: package
