@@ -66,7 +66,7 @@ test: package package-offline kuiperd
 test-fast: package package-offline
 	$(PY) -m pytest tests --fast
 
-bench: package
+bench: package kuiperd
 	$(PY) bench/run.py
 
 clean:

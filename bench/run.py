@@ -1,11 +1,12 @@
 """`make bench`: how fast the defect plugin is, against its own floor and the tutorials.
 
-    .venv/bin/python bench/run.py [--quick] [--kuiperd-url http://127.0.0.1:9081]
+    .venv/bin/python bench/run.py [--quick] [--no-kuiperd | --kuiperd-url http://127.0.0.1:9081]
 
 Measures (1) raw inference per model, (2) each public function called in Python
 (base64 in, result out), (3) the original tutorials' code paths, (4) the same
-calls over nng against the unpacked build/defect.zip, and through kuiperd when
---kuiperd-url is given, (5) start-up time and peak memory of the plugin process.
+calls over nng against the unpacked build/defect.zip, and through a real kuiperd
+(one started here, or the one at --kuiperd-url), (5) start-up time and peak
+memory of the plugin process.
 Prints the tables and PASS/MISS per target; writes build/bench.json and
 build/bench.md (README-ready). The machine is shared: medians, never asserts.
 """
@@ -332,10 +333,28 @@ def machine(args, n, warmup, n_slow):
             "load_before": round(os.getloadavg()[0], 2)}
 
 
+def measure_own_kuiperd(zip_path, cases, n, warmup):
+    """Start kuiperd v2.4.2 as the end-to-end tests do (make kuiperd builds it), measure, stop it."""
+    import tempfile
+    from pathlib import Path
+    sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+    import harness
+    import kuiperd
+    with tempfile.TemporaryDirectory(prefix="defect-bench-") as home:
+        # No broker: frames come by HTTP push and leave by websocket; the MQTT URL is never dialled.
+        server = harness.Kuiperd(Path(home), "tcp://127.0.0.1:1").start()
+        try:
+            return kuiperd.measure(server.client.base_url, f"http://127.0.0.1:{server.http_push_port}",
+                                   zip_path, cases, n, warmup)
+        finally:
+            server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short smoke run; numbers not for quoting")
     parser.add_argument("--kuiperd-url", help="REST URL of a running kuiperd (e.g. http://127.0.0.1:9081)")
+    parser.add_argument("--no-kuiperd", action="store_true", help="skip the kuiperd part")
     parser.add_argument("--kuiperd-push-url", help="kuiperd's HTTP push server (default: its host, port 10081)")
     parser.add_argument("--fixtures", default=os.environ.get("DEFECT_FIXTURES",
                                                              os.path.join(REPO, "..", "shared", "fixtures")))
@@ -366,16 +385,19 @@ def main():
     r["baseline"] = measure_baselines(settings, inputs, n, warmup, n_slow, warmup_slow)
     print("plugin over nng, start-up ...", file=sys.stderr)
     r["startup"], r["nng"] = measure_plugin(zip_path, inputs, n, warmup, trials)
+    cases = [("labelImage", name, inputs[name]) for name in LABEL_INPUTS] + \
+            [("inference", name, inputs[name]) for name in INFERENCE_INPUTS]
     if args.kuiperd_url:
         print("through kuiperd ...", file=sys.stderr)
         import kuiperd
         host = args.kuiperd_url.split("://", 1)[-1].split("/")[0].rsplit(":", 1)[0]
-        cases = [("labelImage", name, inputs[name]) for name in LABEL_INPUTS] + \
-                [("inference", name, inputs[name]) for name in INFERENCE_INPUTS]
         r["kuiperd"] = kuiperd.measure(args.kuiperd_url, args.kuiperd_push_url or f"http://{host}:10081",
                                        zip_path, cases, n, warmup)
+    elif args.no_kuiperd:
+        r["kuiperd"] = "skipped (--no-kuiperd)"
     else:
-        r["kuiperd"] = "skipped (no --kuiperd-url)"
+        print("through a kuiperd started here ...", file=sys.stderr)
+        r["kuiperd"] = measure_own_kuiperd(zip_path, cases, n, warmup)
     r["meta"]["load_after"] = round(os.getloadavg()[0], 2)
     r["ratios"], r["targets"] = analyse(r)
 
