@@ -79,17 +79,25 @@ class ModelFunction(Function):
         return self.model
 
     def validate(self, args):
+        """At rule creation. args are SQL expressions as JSON; kuiperd sends null for f()."""
+        args = args or []
         if not 1 <= len(args) <= 2:
             return f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}"
+        if len(args) == 2 and isinstance(args[1], dict) and "Val" in args[1]:  # a literal: check it now
+            try:
+                self.check_option(args[1]["Val"], None)
+            except InputError as e:
+                return str(e)
         return ""
 
     def exec(self, args, ctx):
         if not 1 <= len(args) <= 2:
             raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
         model = self.ready_model()
+        option = self.check_option(args[1], model) if len(args) > 1 else None
         limits = self.settings["input"]
         pixels, size = decode_image(args[0], limits["max_pixels"], limits["max_bytes"], model.decode_size)
-        return self.run(model, pixels, size, args[1] if len(args) > 1 else None)
+        return self.run(model, pixels, size, option)
 
     def is_aggregate(self):
         return False
@@ -104,11 +112,14 @@ class LabelImage(ModelFunction):
         import label  # the runtime loads here, off the handshake path
         return label.labeler_from_settings(self.settings)
 
+    def check_option(self, k, model):
+        """k, the number of labels: a whole number from 1 to the model's class count."""
+        most = len(model.labels) if model else None
+        if not is_number(k) or k != int(k) or k < 1 or (most and k > most):
+            raise InputError(f"k must be a whole number from 1 to {most or 'the class count'}, got {json.dumps(k)}")
+        return int(k)
+
     def run(self, model, pixels, size, k):
-        if k is not None:
-            if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or not 1 <= k <= len(model.labels):
-                raise InputError(f"k must be a whole number from 1 to {len(model.labels)}, got {json.dumps(k)}")
-            k = int(k)
         return model.label(pixels, k)
 
 
@@ -121,12 +132,18 @@ class Inference(ModelFunction):
         import inference
         return inference.segmenter_from_settings(self.settings)
 
+    def check_option(self, threshold, model):
+        """threshold, the defect probability: a number from 0 to 1."""
+        if not is_number(threshold) or not 0 <= threshold <= 1:
+            raise InputError(f"threshold must be a number from 0 to 1, got {json.dumps(threshold)}")
+        return threshold
+
     def run(self, model, pixels, size, threshold):
-        if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-                    or not math.isfinite(threshold) or not 0 <= threshold <= 1:
-                raise InputError(f"threshold must be a number from 0 to 1, got {json.dumps(threshold)}")
         return model.inspect(pixels, threshold, size)
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def first_line(error):

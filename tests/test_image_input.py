@@ -29,6 +29,9 @@ def gradient(channels=3, dtype=np.uint8):
     ("png 16-bit", encoded(".png", gradient(3, np.uint16))),
     ("png grayscale", encoded(".png", gradient(1))),
     ("bmp", encoded(".bmp", gradient())),
+    ("tiff", encoded(".tiff", gradient())),
+    ("webp", encoded(".webp", gradient())),
+    ("gif", (lambda b: (Image.fromarray(gradient()).save(b, "GIF"), b.getvalue())[1])(io.BytesIO())),
 ])
 def test_formats_decode_to_bgr(name, data):
     for value in (data, base64.b64encode(data).decode(), "data:image/png;base64," + base64.b64encode(data).decode()):

@@ -68,6 +68,11 @@ def test_validate_and_is_aggregate(host):
     reply = host.call("labelImage", "Validate", [])
     assert_one_line_error(reply, "labelImage takes 1 or 2 arguments")
     assert_one_line_error(host.call("inference", "Validate", [1, 2, 3]), "inference takes 1 or 2 arguments")
+    assert_one_line_error(host.call("labelImage", "Validate", None), "got 0")  # kuiperd's args for labelImage()
+    assert_one_line_error(host.call("labelImage", "Validate", [{"Name": "self"}, {"Val": 0}]), "k must be")
+    assert_one_line_error(host.call("inference", "Validate", [{"Name": "image"}, {"Val": 1.5}]), "threshold")
+    assert host.call("inference", "Validate", [{"Name": "image"}, {"Val": 0.3}])["state"] is True
+    assert host.call("labelImage", "Validate", [{"Name": "self"}, {"Name": "k_column"}])["state"] is True
     assert host.call("inference", "IsAggregate", []) == {"state": True, "result": False}
 
 
@@ -82,7 +87,8 @@ def test_bad_image_gives_one_line_and_the_next_call_works(host, function, case):
 
 
 @pytest.mark.parametrize("function,arg,word", [("labelImage", 0, "k must be"), ("labelImage", "5", "k must be"),
-                                               ("labelImage", 2.5, "k must be"), ("inference", 1.5, "threshold"),
+                                               ("labelImage", 2.5, "k must be"), ("labelImage", 5000, "k must be"),
+                                               ("labelImage", float("inf"), "k must be"), ("inference", 1.5, "threshold"),
                                                ("inference", "x", "threshold")])
 def test_bad_extra_argument(host, function, arg, word):
     assert_one_line_error(host.exec(function, read_b64("images", "cat.bmp"), arg), word)

@@ -74,8 +74,9 @@ def assert_one_line_error(text: str, function: str, word: str) -> None:
     assert word in text, f"{word!r} not in {text!r}"
 
 
-def publish_until(send, done, timeout: float = 60, interval: float = 1.0) -> float:
-    """Call send() every `interval` seconds until done() is truthy; return the seconds it took."""
+def publish_until(send, done, timeout: float = 60, interval: float = 1.0, status=lambda: "") -> float:
+    """Call send() every `interval` seconds until done() is truthy; return the seconds it took.
+    status() describes what is still missing for the timeout message."""
     started = time.monotonic()
     while True:
         send()
@@ -85,4 +86,4 @@ def publish_until(send, done, timeout: float = 60, interval: float = 1.0) -> flo
                 return time.monotonic() - started
             time.sleep(0.05)
         if time.monotonic() - started > timeout:
-            raise TimeoutError(f"no result within {timeout}s")
+            raise TimeoutError(f"no result within {timeout}s: {status()}")

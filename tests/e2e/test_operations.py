@@ -183,13 +183,22 @@ def test_hot_update_resumes_both_functions_without_restarts(
         mqtt_pub.publish(bin_src, cat)
         mqtt_pub.publish(json_src, json.dumps({"seq": next(seq), "image": surface}).encode())
 
-    def resumed(since_labels, since_defects):
-        def both():
-            return ({"label": CAT_LABEL} in [json_or_none(p) for p in labels.payloads()[since_labels:]]
-                    and any((json_or_none(p) or {}).get("defect") == n for p in defects.payloads()[since_defects:]))
-        return both
+    def results_since(since_labels, since_defects):
+        return {"labelImage": [p for p in labels.payloads()[since_labels:] if json_or_none(p) == {"label": CAT_LABEL}],
+                "inference": [p for p in defects.payloads()[since_defects:]
+                              if (json_or_none(p) or {}).get("defect") == n]}
 
-    publish_until(send, resumed(0, 0), timeout=60)  # both rules work before the update
+    def resumed(*marks):
+        return lambda: all(results_since(*marks).values())
+
+    def missing(*marks):
+        def describe():
+            got = results_since(*marks)
+            return (f"no correct result since the update from {[f for f, r in got.items() if not r]}; "
+                    f"last rows: labelImage {labels.payloads()[-1:]}, inference {defects.payloads()[-1:]}")
+        return describe
+
+    publish_until(send, resumed(0, 0), timeout=60, status=missing(0, 0))  # both rules work before the update
     kuiperd_pid = kuiperd.proc.pid
     started_at = {r: kuiper.rule_status(r)["lastStartTimestamp"] for r in (label_rule, defect_rule)}
     took = {}
@@ -209,7 +218,7 @@ def test_hot_update_resumes_both_functions_without_restarts(
         assert len(new_pids) == 1 and new_pids != old_pids, (old_pids, new_pids)
         marks = len(labels.payloads()), len(defects.payloads())
         # The first call after the restart may time out in kuiperd; keep publishing.
-        publish_until(send, resumed(*marks), timeout=60)
+        publish_until(send, resumed(*marks), timeout=60, status=missing(*marks))
         took[how] = time.monotonic() - t0
         errors = [p for p in labels.payloads()[marks[0]:] + defects.payloads()[marks[1]:] if json_or_none(p) is None]
         print(f"{how}: both functions answered again {took[how]:.1f}s after the update began; "
