@@ -45,7 +45,8 @@ package-offline: build/defect-offline.zip
 build/defect-offline.zip: build/defect.zip requirements.txt
 	rm -rf build/offline build/defect-offline.zip && cp -r build/defect build/offline
 	$(PY) -m pip download --disable-pip-version-check -q --only-binary=:all: \
-	  $(addprefix --platform ,$(WHEEL_PLATFORMS)) --python-version $(WHEEL_PYTHON) -d build/offline/wheels -r requirements.txt
+	  $(addprefix --platform ,$(WHEEL_PLATFORMS)) --python-version $(WHEEL_PYTHON) \
+	  --implementation cp --abi cp$(subst .,,$(WHEEL_PYTHON)) --abi abi3 --abi none -d build/offline/wheels -r requirements.txt
 	cd build/offline && ../../$(PY) -m zipfile -c ../defect-offline.zip *
 	@echo "wrote $@ for $(WHEEL_PLATFORMS), Python $(WHEEL_PYTHON)"
 

@@ -18,6 +18,7 @@ from PIL import Image
 # Formats we accept: what cameras and MQTT bridges send, decoded by OpenCV.
 ACCEPTED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF"}
 URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+EXIF_ORIENTATION = 0x0112
 DATA_URI = re.compile(r"^data:([^;,]*)(;base64)?,", re.IGNORECASE)
 
 
@@ -43,15 +44,15 @@ def image_bytes(value, max_bytes):
 
 
 def _base64_payload(text, max_bytes):
-    text = text.strip()
-    match = DATA_URI.match(text)
+    match = DATA_URI.match(text.strip())
     if match:
         mime, is_base64 = match.group(1).lower(), match.group(2)
         if not mime.startswith("image/"):
             raise InputError(f"data URI has type '{mime or 'none'}', expected image/*")
         if not is_base64:
             raise InputError("data URI is not base64-encoded")
-        text = text[match.end():]
+        text = text.strip()[match.end():]
+    text = "".join(text.split())  # MIME and `base64` wrap lines at 76 columns
     if not text:
         raise InputError("image is empty")
     # Check the size before decoding so a huge payload costs nothing.
@@ -73,7 +74,12 @@ def image_header(data):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
-                return img.format, img.width, img.height
+                width, height = img.width, img.height
+                # OpenCV applies the EXIF orientation when decoding; report the size it yields.
+                if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                    width, height = height, width
+                # Phones' multi-picture JPEGs (MPO, Ultra HDR) decode as the plain JPEG they start with.
+                return ("JPEG" if img.format == "MPO" else img.format), width, height
     except Image.DecompressionBombError:
         raise InputError("image dimensions are too large to read") from None
     except Exception:
@@ -109,9 +115,10 @@ def decode_image(value, max_pixels, max_bytes, fit=None):
 
 
 def _jpeg_is_complete(data):
-    # libjpeg pads a truncated stream with grey and only warns; a complete stream
-    # ends with FFD9 (some encoders append a few bytes of padding after it).
-    return b"\xff\xd9" in data[-32:]
+    # libjpeg pads a truncated stream with grey and only warns. A complete stream has
+    # its end-of-image marker FFD9 late in the file (cameras may append trailers after
+    # it); a cut one has at most its EXIF thumbnail's, near the start.
+    return data.rfind(b"\xff\xd9") >= len(data) // 2
 
 
 def _reduced_flag(fmt, width, height, fit):

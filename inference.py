@@ -131,8 +131,11 @@ def regions(mask, scale_x, scale_y, min_area=0):
     found = []
     for contour in contours:
         x, y, w, h = cv2.boundingRect(contour)
-        # Pixels of the region, holes included: a 1-pixel-wide scratch has area, unlike contourArea.
-        area = float(np.count_nonzero(mask[y:y + h, x:x + w])) * scale_x * scale_y
+        # Mask pixels inside this contour: holes and other regions in the box do not count,
+        # and a 1-pixel-wide scratch has area (contourArea would give it none).
+        inside = np.zeros((h, w), np.uint8)
+        cv2.drawContours(inside, [contour], -1, 1, cv2.FILLED, offset=(-x, -y))
+        area = float(np.count_nonzero(inside & mask[y:y + h, x:x + w])) * scale_x * scale_y
         if area < min_area:
             continue
         found.append({"x": round(x * scale_x), "y": round(y * scale_y), "w": max(1, round(w * scale_x)),

@@ -8,11 +8,12 @@
 # PEP 668 systems refuse pip into the system Python; a venv is always allowed.
 set -eu
 cd "$(dirname "$0")"
-# The interpreter kuiperd will run main.py with, when it is set through the environment.
-PYTHON=${DEFECT_PYTHON:-${KUIPER__PORTABLE__PYTHONBIN:-python3}}
+# The interpreter kuiperd will run main.py with: its env override, else its default
+# pythonBin `python`, else python3.
+PYTHON=${DEFECT_PYTHON:-${KUIPER__PORTABLE__PYTHONBIN:-$(command -v python || command -v python3 || echo python3)}}
 say() { echo "defect install: $*"; }
 
-command -v "$PYTHON" >/dev/null 2>&1 || { say "ERROR: $PYTHON not found; set DEFECT_PYTHON to a Python 3.9+ interpreter" >&2; exit 1; }
+command -v "$PYTHON" >/dev/null 2>&1 || { say "ERROR: $PYTHON not found; set DEFECT_PYTHON to a Python 3.11+ interpreter" >&2; exit 1; }
 
 has_requirements() {
   "$1" - <<'PY'
@@ -41,7 +42,7 @@ if [ -x .venv/bin/python ] && has_requirements .venv/bin/python; then
 fi
 
 say "creating venv in $(pwd)/.venv with $PYTHON"
-"$PYTHON" -m venv .venv || { say "ERROR: '$PYTHON -m venv' failed; install the python3-venv package" >&2; exit 1; }
+"$PYTHON" -m venv .venv || { say "ERROR: '$PYTHON -m venv' failed; on Debian/Ubuntu install the python3-venv package" >&2; exit 1; }
 if [ -d wheels ]; then
   say "installing requirements from the bundled wheels (offline)"
   .venv/bin/python -m pip install --disable-pip-version-check --no-index --find-links wheels -r requirements.txt \

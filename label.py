@@ -86,7 +86,7 @@ class ImageLabeler:
 
 def labeler_from_settings(settings):
     conf = settings["label"]
-    return ImageLabeler(conf["model"], conf["labels"], int(conf.get("top_k", 5)), conf.get("threads"))
+    return ImageLabeler(conf["model"], conf["labels"], int(conf.get("top_k", 5)), conf.get("threads") or None)
 
 
 def main(argv):

@@ -44,6 +44,7 @@ class ModelFunction(Function):
         self.loaded = threading.Event()
         self.loading = threading.Lock()
         self.files_seen = None
+        self.last_args, self.last_result = None, None
 
     def start_loading(self):
         if self.loading.acquire(blocking=False):
@@ -54,6 +55,7 @@ class ModelFunction(Function):
         try:
             self.files_seen = self._model_files()
             self.model, self.error = self.load_model(), None
+            self.last_args = None  # a new model may answer differently
             log.info("%s: model loaded", self.name)
         except Exception as e:  # any loader failure becomes the function's answer
             self.model, self.error = None, f"{self.name} model could not be loaded: {first_line(e)}"
@@ -63,11 +65,12 @@ class ModelFunction(Function):
             self.loading.release()
 
     def _model_files(self):
-        conf = self.settings[self.section]
+        """(path, mtime) of the model's files: a change means "try loading again"."""
+        conf = self.settings.get(self.section, {})
         paths = [conf.get("model"), conf.get("labels")]
         if str(conf.get("model", "")).endswith(".xml"):
             paths.append(conf["model"][:-4] + ".bin")
-        return [(p, os.stat(p).st_mtime_ns if os.path.exists(p) else None) for p in paths if p]
+        return [(p, mtime(p)) for p in paths if p]
 
     def ready_model(self):
         if self.error and self._model_files() != self.files_seen:
@@ -85,7 +88,7 @@ class ModelFunction(Function):
             return f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}"
         if len(args) == 2 and isinstance(args[1], dict) and "Val" in args[1]:  # a literal: check it now
             try:
-                self.check_option(args[1]["Val"], None)
+                self.check_option(args[1]["Val"], self.model)
             except InputError as e:
                 return str(e)
         return ""
@@ -93,11 +96,21 @@ class ModelFunction(Function):
     def exec(self, args, ctx):
         if not 1 <= len(args) <= 2:
             raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
+        # A rule like the tutorial's `SELECT f(image)->a ... WHERE f(image)->b` calls twice
+        # per frame with the same arguments: answer the second from the first.
+        if args == self.last_args:
+            return self.last_result
+        option = args[1] if len(args) > 1 else None  # null (a missing field) means the default
+        if option is not None:
+            self.check_option(option, None)  # before any wait for the model
         model = self.ready_model()
-        option = self.check_option(args[1], model) if len(args) > 1 else None
+        if option is not None:
+            option = self.check_option(option, model)
         limits = self.settings["input"]
         pixels, size = decode_image(args[0], limits["max_pixels"], limits["max_bytes"], model.decode_size)
-        return self.run(model, pixels, size, option)
+        result = self.run(model, pixels, size, option)
+        self.last_args, self.last_result = list(args), result
+        return result
 
     def is_aggregate(self):
         return False
@@ -142,8 +155,17 @@ class Inference(ModelFunction):
         return model.inspect(pixels, threshold, size)
 
 
+def mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # isfinite() overflows on huge ints
 
 
 def first_line(error):

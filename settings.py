@@ -19,12 +19,22 @@ ENV_OVERRIDES = {
 PATH_KEYS = {("label", "model"), ("label", "labels"), ("defect", "model")}
 
 
+DEFAULTS = os.path.join(PLUGIN_DIR, "config.json")
+
+
 def load_settings(path=None, environ=None):
-    """Read the config file (DEFECT_CONFIG or config.json), apply env overrides, resolve paths."""
+    """config.json, overlaid by the file DEFECT_CONFIG names and by the environment; paths resolved.
+
+    The overlay lets a site config name only what it changes.
+    """
     environ = os.environ if environ is None else environ
-    path = path or environ.get("DEFECT_CONFIG") or os.path.join(PLUGIN_DIR, "config.json")
-    with open(path, encoding="utf-8") as f:
+    with open(DEFAULTS, encoding="utf-8") as f:
         settings = json.load(f)
+    path = path or environ.get("DEFECT_CONFIG")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            for section, values in json.load(f).items():
+                settings.setdefault(section, {}).update(values)
     for var, (section, key) in ENV_OVERRIDES.items():
         if environ.get(var):
             settings.setdefault(section, {})[key] = environ[var]

@@ -74,6 +74,17 @@ def test_caps_are_configurable():
         decode_image(base64.b64encode(data).decode(), max_pixels=10**6, max_bytes=100)
 
 
+def test_exif_rotation_and_trailers():
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    Image.fromarray(np.zeros((100, 300, 3), np.uint8)).save(buffer, "JPEG", exif=exif)
+    data = buffer.getvalue()
+    pixels, size = decode_image(data, **LIMITS)
+    assert size == (100, 300) and pixels.shape[:2] == (300, 100)
+    decode_image(data + b"\0" * 500, **LIMITS)  # bytes after the end-of-image marker are fine
+
+
 def test_data_uri_of_another_type_is_refused():
     with pytest.raises(InputError, match="text/plain"):
         decode_image("data:text/plain;base64,aGVsbG8=", **LIMITS)

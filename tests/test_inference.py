@@ -79,7 +79,15 @@ def test_holes_do_not_count_as_regions():
     assert found[1] == {"x": 10, "y": 10, "w": 72, "h": 72, "area": 4 * (36 * 36 - 15 * 15)}
 
 
-def test_absent_device_falls_back_to_cpu(caplog):
+def test_area_counts_only_the_regions_own_pixels():
+    mask = np.zeros((60, 60), np.uint8)
+    cv2.line(mask, (0, 0), (59, 59), 1, 1)  # a diagonal scratch whose box covers the whole mask
+    mask[40:45, 5:10] = 1                   # a separate spot inside that box
+    found = {(d["w"], d["h"]): d["area"] for d in regions(mask, 1.0, 1.0)}
+    assert found == {(60, 60): 60, (5, 5): 25}
+
+
+def test_absent_device_falls_back_to_cpu():
     import openvino as ov
     assert choose_device(ov.Core(), "NPU") == ("NPU" if "NPU" in ov.Core().available_devices else "CPU")
     with pytest.raises(ValueError, match="not one of"):

@@ -12,7 +12,7 @@ from settings import load_settings
 def label_file(labeler, settings, *parts):
     with open(fixture_path(*parts), "rb") as f:
         pixels, _ = decode_image(f.read(), settings["input"]["max_pixels"], settings["input"]["max_bytes"],
-                                 labeler.size)
+                                 labeler.decode_size)
     return labeler.label(pixels)
 
 

@@ -3,8 +3,8 @@
 tests/nng_host.py plays kuiperd's side of eKuiper v2.4.2's portable protocol.
 """
 import base64
-import json
 import sys
+import textwrap
 import time
 
 import cv2
@@ -94,6 +94,18 @@ def test_bad_extra_argument(host, function, arg, word):
     assert_one_line_error(host.exec(function, read_b64("images", "cat.bmp"), arg), word)
 
 
+def test_null_option_means_default_and_huge_numbers_are_refused(host):
+    cat = read_b64("images", "cat.bmp")
+    assert len(host.exec("labelImage", cat, None)["result"]) == 5
+    assert_one_line_error(host.exec("labelImage", cat, 10**400), "k must be")
+    assert_one_line_error(host.call("labelImage", "Validate", [{"Name": "self"}, {"Val": 10**400}]), "k must be")
+
+
+def test_line_wrapped_base64_is_read(host):
+    wrapped = "\n".join(textwrap.wrap(read_b64("images", "cat.bmp"), 76))
+    assert host.exec("labelImage", wrapped)["result"][0]["label"] == "286:Egyptian cat"
+
+
 def test_still_serving_after_idle_keepalives(host):
     """The SDK's REQ sockets time out after 5 s idle and resend a handshake; calls must still work."""
     time.sleep(6.5)
@@ -119,3 +131,12 @@ def test_every_function_serves_again_after_a_plugin_restart(host):
 
     assert call("labelImage", cat)["result"][0]["label"] == "286:Egyptian cat"
     assert call("inference", surface_b64(2, seed=4))["result"]["defect"] == 2
+
+
+def test_same_frame_twice_is_answered_once(host):
+    """The tutorial's rule calls inference(image) in SELECT and WHERE for every frame."""
+    frame = surface_b64(2, seed=12)
+    first, second = host.exec("inference", frame), host.exec("inference", frame)
+    assert first == second  # "inference time" too: the second answer is the first one's
+    other = host.exec("inference", frame, 0.5)
+    assert other["result"]["defect"] == 2 and other["result"]["inference time"] != first["result"]["inference time"]
