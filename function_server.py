@@ -42,7 +42,6 @@ class OneLineErrorRuntime(FunctionRuntime):
         self.ch = BackgroundDialChannel(symbol)
         self.running = False
         self.key = f"func_{symbol}"
-        self.funcs = {}
         self.expected_errors = expected_errors
 
     def do_run(self, req):
@@ -56,7 +55,13 @@ class OneLineErrorRuntime(FunctionRuntime):
             return encode_reply(False, str(e))
         except Exception as e:  # a bug or a runtime fault: the stack goes to the log, one line to the rule
             log.exception("unexpected error")
-            return encode_reply(False, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return encode_reply(False, f"internal error: {first_line(e)}")
+
+
+def first_line(error):
+    """An exception as one line: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 class FunctionServer:

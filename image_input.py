@@ -19,6 +19,9 @@ from PIL import Image
 ACCEPTED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF"}
 URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 EXIF_ORIENTATION = 0x0112
+# Our own max_pixels cap (configurable, checked from the header) is the one that counts;
+# Pillow's built-in bomb limit would silently override a larger configured cap.
+Image.MAX_IMAGE_PIXELS = None
 DATA_URI = re.compile(r"^data:([^;,]*)(;base64)?,", re.IGNORECASE)
 
 
@@ -80,8 +83,6 @@ def image_header(data):
                     width, height = height, width
                 # Phones' multi-picture JPEGs (MPO, Ultra HDR) decode as the plain JPEG they start with.
                 return ("JPEG" if img.format == "MPO" else img.format), width, height
-    except Image.DecompressionBombError:
-        raise InputError("image dimensions are too large to read") from None
     except Exception:
         raise InputError(f"not an image: the {len(data)} bytes are no JPEG, PNG, BMP, TIFF, WebP or GIF") from None
 

@@ -12,6 +12,7 @@ import threading
 
 from ekuiper import Function
 
+from function_server import first_line
 from image_input import InputError, decode_image
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,3 @@ def is_number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return isinstance(value, int) or math.isfinite(value)  # isfinite() overflows on huge ints
-
-
-def first_line(error):
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
