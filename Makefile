@@ -8,8 +8,8 @@ KUIPER_VERSION := 2.4.2
 KUIPERD_DIR := .cache/kuiperd-$(KUIPER_VERSION)
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
-PLUGIN_FILES := main.py label_func.py label.py inference.py image_input.py settings.py function_server.py config.json \
-                defect.json requirements.txt install.sh
+PLUGIN_FILES := main.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
+                settings.py function_server.py config.json defect.json requirements.txt install.sh
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
                models/imagenet_labels.txt models/sample_surface.png
 

@@ -10,10 +10,12 @@ import math
 import os
 import threading
 
+import numpy as np
 from ekuiper import Function
 
 from function_server import first_line
 from image_input import InputError, decode_image
+from thread_tuning import fastest_threads
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,11 @@ class ModelFunction(Function):
         self.loaded = threading.Event()
         self.loading = threading.Lock()
         self.files_seen = None
+        self.load_started = False
         self.last_args, self.last_result = None, None
 
     def start_loading(self):
+        self.load_started = True
         if self.loading.acquire(blocking=False):
             self.loaded.clear()
             threading.Thread(target=self._load, name=f"load-{self.name}", daemon=True).start()
@@ -73,7 +77,26 @@ class ModelFunction(Function):
             paths.append(conf["model"][:-4] + ".bin")
         return [(p, mtime(p)) for p in paths if p]
 
+    def load_model(self):
+        """The model at the configured threads; `threads: 0` measures 1 against every core and keeps the faster."""
+        threads = self.settings[self.section].get("threads") or 0
+        if threads:
+            return self.build(self.with_threads(threads))
+        return fastest_threads(lambda n: self.build(self.with_threads(n)), self.probe, self.name)
+
+    def with_threads(self, threads):
+        """The settings with this function's model section set to `threads`."""
+        return {**self.settings, self.section: {**self.settings[self.section], "threads": threads}}
+
+    def probe(self, model):
+        """One representative call (a textured frame at the size the model decodes to), for timing."""
+        width, height = model.decode_size
+        frame = np.random.default_rng(0).integers(96, 160, (height, width, 3), dtype=np.uint8)
+        return self.run(model, frame, (width, height), None)
+
     def ready_model(self):
+        if not self.load_started:  # functions that load on first use (the batch ones)
+            self.start_loading()
         if self.error and self._model_files() != self.files_seen:
             self.start_loading()
         if not self.loaded.wait(MODEL_WAIT_SECONDS):
@@ -122,9 +145,9 @@ class LabelImage(ModelFunction):
     usage = "labelImage(image [, k])"
     section = "label"
 
-    def load_model(self):
+    def build(self, settings):
         import label  # the runtime loads here, off the handshake path
-        return label.labeler_from_settings(self.settings)
+        return label.labeler_from_settings(settings)
 
     def check_option(self, k, model):
         """k, the number of labels: a whole number from 1 to the model's class count."""
@@ -142,9 +165,9 @@ class Inference(ModelFunction):
     usage = "inference(image [, threshold])"
     section = "defect"
 
-    def load_model(self):
+    def build(self, settings):
         import inference
-        return inference.segmenter_from_settings(self.settings)
+        return inference.segmenter_from_settings(settings)
 
     def check_option(self, threshold, model):
         """threshold, the defect probability: a number from 0 to 1."""

@@ -1,7 +1,8 @@
 """Entry point kuiperd starts as `python -u main.py '<json conf>'`, cwd = plugin dir.
 
 Only wiring: pick the plugin's own Python, load the settings, start loading both
-models in the background, serve both functions, hand control to the eKuiper SDK.
+models in the background, serve the per-frame and the window functions, hand
+control to the eKuiper SDK.
 """
 import logging
 import os
@@ -21,6 +22,7 @@ if os.path.isfile(os.path.join(PLUGIN_VENV, "bin", "python")) and \
 from ekuiper import PluginConfig, plugin  # noqa: E402
 from ekuiper.runtime import plugin as sdk_plugin  # noqa: E402
 
+from batch_func import InferenceBatch, LabelImageBatch  # noqa: E402
 from function_server import FunctionServer  # noqa: E402
 from image_input import InputError  # noqa: E402
 from label_func import Inference, LabelImage, ModelUnavailable  # noqa: E402
@@ -31,9 +33,11 @@ if __name__ == "__main__":
     # a library logging before that would make Python add a second, stderr handler.
     logging.getLogger().addHandler(logging.NullHandler())
     settings = load_settings()
-    functions = {f.name: f for f in (LabelImage(settings), Inference(settings))}
-    for function in functions.values():
+    per_frame = [LabelImage(settings), Inference(settings)]
+    for function in per_frame:
         function.start_loading()
+    # The window functions load their per-core model copies when a rule first uses them.
+    functions = {f.name: f for f in (*per_frame, LabelImageBatch(settings), InferenceBatch(settings))}
     # Serve every function now and for good; kuiperd's START only confirms (see function_server.py).
     server = FunctionServer(functions, expected_errors=(InputError, ModelUnavailable))
     server.serve_all()

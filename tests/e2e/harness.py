@@ -214,10 +214,28 @@ def python_bin() -> str:
 KUIPERD_LOCK = Path(tempfile.gettempdir()) / "defect-e2e-kuiperd.lock"
 
 
+def private_tmp_command(command: list[str]) -> list[str]:
+    """`command` in its own mount namespace with an empty tmpfs on /tmp.
+
+    kuiperd and the plugin meet at fixed /tmp/plugin_<name>.ipc and /tmp/func_<symbol>.ipc
+    paths, so a second kuiperd with the plugin on one machine needs a /tmp of its own.
+    Root may unshare directly; anyone else maps themselves to root in a user namespace."""
+    if not shutil.which("unshare"):
+        raise HarnessError("`unshare` (util-linux) is needed to run a second kuiperd with its own /tmp")
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *user, "--mount", "--propagation", "private", "--",
+            "sh", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "sh", *command]
+
+
 class Kuiperd:
     def __init__(self, home: Path, mqtt_url: str, version: str = KUIPER_VERSION,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, private_tmp: bool = False):
+        """private_tmp: run with a /tmp of its own (see private_tmp_command), beside another kuiperd.
+        Its home must then lie outside /tmp, which it no longer sees."""
         self.home = Path(home)
+        self.private_tmp = private_tmp
+        if private_tmp and self.home.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
+            raise HarnessError(f"a kuiperd with a private /tmp cannot see its home {self.home}")
         self.version = version
         self.mqtt_url = mqtt_url
         self.extra_env = extra_env or {}
@@ -268,18 +286,20 @@ class Kuiperd:
             (self.home / d).mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 60) -> "Kuiperd":
-        self._lock = open(KUIPERD_LOCK, "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            self._lock = None
-            raise HarnessError(f"another e2e kuiperd holds {KUIPERD_LOCK}; only one may run at a time "
-                               "(portable plugin ipc sockets live at fixed /tmp paths)") from None
+        if not self.private_tmp:
+            self._lock = open(KUIPERD_LOCK, "w")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                self._lock = None
+                raise HarnessError(f"another e2e kuiperd holds {KUIPERD_LOCK}; only one may run at a time "
+                                   "(portable plugin ipc sockets live at fixed /tmp paths)") from None
         binary = ensure_kuiperd(self.version)
         self._prepare_home(binary)
+        command = private_tmp_command([str(binary)]) if self.private_tmp else [str(binary)]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(binary)], cwd=self.home, env=self.env(), stdout=log,
+            self.proc = subprocess.Popen(command, cwd=self.home, env=self.env(), stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         try:

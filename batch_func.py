@@ -1,0 +1,135 @@
+"""Window batch functions: `labelImageBatch(image [, k])` and `inferenceBatch(image [, threshold])`.
+
+kuiperd serialises every call on one function (one channel, a mutex over send
+and receive), so a per-frame function runs one frame at a time whatever the box
+has. An aggregate function gets a whole window per call instead: each argument
+arrives as an array with one value per row (`GROUP BY CountWindow(8)`), and the
+frames of that window are decoded and inferred in parallel, one worker per core,
+each worker with its own single-threaded copy of the model. Each element of the
+answer is what the per-frame function returns for that frame, or
+`{"error": "<one line>"}`; the rest of the window is still served.
+"""
+import contextlib
+import logging
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from function_server import first_line
+from image_input import InputError, decode_image
+from label_func import Inference, LabelImage, ModelFunction, ModelUnavailable
+from thread_tuning import usable_cores
+
+log = logging.getLogger(__name__)
+
+
+class ModelCopies:
+    """Independent copies of one model; a worker borrows one for a frame.
+
+    Attributes a caller reads without running the model (decode_size, labels)
+    come from the first copy: the copies are built from the same files.
+    """
+
+    def __init__(self, models):
+        self.models = models
+        self.free = queue.SimpleQueue()
+        for model in models:
+            self.free.put(model)
+
+    def __getattr__(self, name):
+        return getattr(self.models[0], name)
+
+    @contextlib.contextmanager
+    def borrowed(self):
+        model = self.free.get()
+        try:
+            yield model
+        finally:
+            self.free.put(model)
+
+
+class BatchFunction(ModelFunction):
+    """The window form of a per-frame function (the second base class: its section, checks and run)."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        conf = settings["batch"]
+        self.workers = int(conf.get("workers") or 0) or usable_cores()
+        self.budget_seconds = float(conf["budget_seconds"])
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+
+    def load_model(self):
+        # One single-threaded copy per worker: N frames on N cores without the
+        # copies' own thread pools fighting over them.
+        single = self.with_threads(1)
+        models = ModelCopies([self.build(single) for _ in range(self.workers)])
+        log.info("%s: %d workers, each with its own model copy at 1 thread", self.name, self.workers)
+        return models
+
+    def validate(self, args):
+        # A rule that uses the function is being created: load now, so its first window is served.
+        if not self.load_started:
+            self.start_loading()
+        return super().validate(args)
+
+    def exec(self, args, ctx):
+        started = time.monotonic()
+        if not 1 <= len(args) <= 2:
+            raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
+        frames = args[0]
+        if not isinstance(frames, list):
+            raise InputError(f"{self.name} is an aggregate function: use it with GROUP BY a window "
+                             f"(it got one {type(frames).__name__} instead of the window's array)")
+        options = args[1] if len(args) > 1 else None
+        if not isinstance(options, list):  # a literal option: the same for every frame
+            options = [options] * len(frames)
+        if len(options) != len(frames):
+            raise InputError(f"{self.name}: {len(frames)} images but {len(options)} options")
+        models = self.ready_model()
+        deadline = started + self.budget_seconds
+        futures = [self.pool.submit(self.serve_frame, models, frame, option, deadline)
+                   for frame, option in zip(frames, options)]
+        wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        results = []
+        for future in futures:
+            if future.done():
+                results.append(future.result())
+            else:  # not started: dropped; running: it finishes, its answer is not waited for
+                future.cancel()
+                results.append(self.over_budget(len(frames)))
+        return results
+
+    def serve_frame(self, models, frame, option, deadline):
+        """One window element: the per-frame function's answer, or {"error": one line}."""
+        if time.monotonic() >= deadline:
+            return self.over_budget()
+        try:
+            with models.borrowed() as model:
+                if option is not None:
+                    option = self.check_option(option, model)
+                limits = self.settings["input"]
+                pixels, size = decode_image(frame, limits["max_pixels"], limits["max_bytes"], model.decode_size)
+                return self.run(model, pixels, size, option)
+        except (InputError, ModelUnavailable) as e:
+            return {"error": str(e)}
+        except Exception as e:  # a fault on one frame must not cost the window
+            log.exception("%s: unexpected error on one frame", self.name)
+            return {"error": f"internal error: {first_line(e)}"}
+
+    def over_budget(self, frames=None):
+        window = f" for a window of {frames} frames" if frames else ""
+        return {"error": f"not served within the {self.budget_seconds:g} s budget{window} "
+                         f"(batch.budget_seconds, under kuiperd's 5 s per call); use smaller windows"}
+
+    def is_aggregate(self):
+        return True
+
+
+class LabelImageBatch(BatchFunction, LabelImage):
+    name = "labelImageBatch"
+    usage = "labelImageBatch(image [, k])"
+
+
+class InferenceBatch(BatchFunction, Inference):
+    name = "inferenceBatch"
+    usage = "inferenceBatch(image [, threshold])"

@@ -1,0 +1,58 @@
+"""More cameras than one box: two kuiperds with the plugin split one camera topic.
+
+Each node's stream reads `$share/defect/<topic>` (an MQTT shared subscription),
+so the broker hands every frame to exactly one node. On one machine the second
+kuiperd needs a /tmp of its own (the plugin's nng paths are fixed), so both
+nodes here run with private ones; in production each box runs one kuiperd.
+"""
+import json
+import shutil
+import time
+import uuid
+from collections import Counter
+
+import harness
+from scenarios import GRACE_SECONDS, surface_b64
+
+FRAMES = 60
+
+
+def test_two_kuiperds_share_one_topic_each_frame_once(mosquitto, mqtt_pub, mqtt_sub, unique):
+    root = harness.REPO_ROOT / "build" / f"fleet-{uuid.uuid4().hex[:8]}"  # outside /tmp: the nodes hide theirs
+    nodes = []
+    try:
+        for i in range(2):
+            nodes.append(harness.Kuiperd(root / f"node{i}", mosquitto.url, private_tmp=True).start())
+        zip_url = (harness.REPO_ROOT / "build" / "defect.zip").resolve().as_uri()
+        topic, outs = unique("frames"), []
+        for i, node in enumerate(nodes):
+            node.client.install_portable_plugin("defect", zip_url)
+            harness.wait_until(lambda: node.client.portable_plugin_status("defect")["status"] == "running", 30,
+                               what=f"plugin running on node {i}")
+            outs.append(mqtt_sub(unique(f"node{i}")))
+            node.client.create_stream(
+                f'CREATE STREAM frames () WITH (DATASOURCE="$share/defect/{topic}", FORMAT="JSON")')
+            node.client.create_rule("count", "SELECT seq, inference(image)->defect AS defect FROM frames",
+                                    [node.mqtt_action(outs[i].topic, sendSingle=True)])
+            node.client.wait_rule_running("count")
+        mosquitto.wait_subscribed(f"$share/defect/{topic}", clients=2)
+        assert len({pid for node in nodes for pid in node.plugin_pids("defect")}) == 2
+
+        frames = [surface_b64(n, seed=1000 + n) for n in range(4)]
+        for seq in range(FRAMES):
+            mqtt_pub.publish(topic, json.dumps({"seq": seq, "image": frames[seq % 4]}).encode())
+        harness.wait_until(lambda: sum(len(o.payloads()) for o in outs) >= FRAMES, 120,
+                           what=f"{FRAMES} results across both nodes")
+        time.sleep(GRACE_SECONDS)  # a duplicate would arrive now
+        rows = [[json.loads(p) for p in o.payloads()] for o in outs]
+        seqs = [r["seq"] for node_rows in rows for r in node_rows]
+        assert sorted(seqs) == list(range(FRAMES)), \
+            f"lost {set(range(FRAMES)) - set(seqs)}, twice {[s for s, c in Counter(seqs).items() if c > 1]}"
+        assert all(r["defect"] == r["seq"] % 4 for node_rows in rows for r in node_rows)
+        served = [len(node_rows) for node_rows in rows]
+        assert all(served), f"one node served nothing: {served}"
+        print(f"fleet: {FRAMES} frames, served per node {served}")
+    finally:
+        for node in nodes:
+            node.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""The window functions over nng, as kuiperd calls an aggregate function: every argument is an array.
+
+Each element must be what the per-frame function answers for that frame (same
+top-1, confidences within 0.02; same defect count and boxes), bad frames get an
+error element without costing the window, and a window never outlasts its budget.
+"""
+import base64
+import json
+import sys
+
+import cv2
+import pytest
+
+from bad_inputs import bad_images
+from nng_host import PluginHost
+from paths import read_b64
+from synthetic_surface import surface_image
+
+PHOTOS = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg", "owl.jpg", "parrot.jpg", "hot_dog.jpg", "bird.bmp",
+          "grace_hopper.bmp")
+
+
+@pytest.fixture(scope="module")
+def host(plugin_dir):
+    host = PluginHost(plugin_dir, python=sys.executable)
+    yield host
+    print(host.close()[-3000:])
+
+
+def surface_jpeg_b64(defects, seed, size=(640, 480)):
+    image = surface_image(defects, seed=seed, width=size[0], height=size[1])
+    return base64.b64encode(cv2.imencode(".jpg", image)[1].tobytes()).decode()
+
+
+def assert_same_labels(batch, scalar):
+    assert batch[0]["label"] == scalar[0]["label"], (batch, scalar)
+    scalar_confidence = {s["label"]: s["confidence"] for s in scalar}
+    for b in batch:  # a near-tie may swap ranks 4 and 5; any label both list agrees within 0.02
+        if b["label"] in scalar_confidence:
+            assert abs(b["confidence"] - scalar_confidence[b["label"]]) <= 0.02, (b, scalar)
+
+
+def test_only_the_window_functions_are_aggregate(host):
+    for symbol, aggregate in (("labelImageBatch", True), ("inferenceBatch", True), ("labelImage", False),
+                              ("inference", False)):
+        assert host.call(symbol, "IsAggregate", []) == {"state": True, "result": aggregate}
+
+
+def test_label_window_matches_the_per_frame_function(host):
+    frames = [read_b64("images", name) for name in PHOTOS]
+    reply = host.exec("labelImageBatch", frames)
+    assert reply["state"] is True, reply
+    assert len(reply["result"]) == len(frames)
+    for name, frame, element in zip(PHOTOS, frames, reply["result"]):
+        scalar = host.exec("labelImage", frame)["result"]
+        assert len(element) == 5, (name, element)
+        assert_same_labels(element, scalar)
+    assert reply["result"][0][0]["label"] == "286:Egyptian cat"
+
+
+def test_inference_window_matches_the_per_frame_function(host):
+    drawn = [(n, surface_jpeg_b64(n, seed=700 + n, size=size))
+             for n, size in ((0, (640, 480)), (1, (1280, 720)), (2, (1920, 1080)), (3, (640, 480)), (4, (1280, 720)))]
+    reply = host.exec("inferenceBatch", [b64 for _, b64 in drawn])
+    assert reply["state"] is True, reply
+    for (n, b64), element in zip(drawn, reply["result"]):
+        scalar = host.exec("inference", b64)["result"]
+        assert element["defect"] == scalar["defect"] == n
+        assert element["defects"] == scalar["defects"]
+        assert (element["width"], element["height"]) == (scalar["width"], scalar["height"])
+        assert element["base64"] == scalar["base64"]
+
+
+def test_bad_frames_get_an_error_element_and_the_rest_is_served(host):
+    cat = read_b64("images", "cat.bmp")
+    bad = bad_images()
+    names = [name for name in bad if name != "over 20 MB"]  # 28 MB of 'A': slow to send, same path as below
+    window = [cat] + [bad[name][0] for name in names] + [cat]
+    for symbol in ("labelImageBatch", "inferenceBatch"):
+        reply = host.exec(symbol, window)
+        assert reply["state"] is True, reply
+        first, *errors, last = reply["result"]
+        for name, element in zip(names, errors):
+            assert set(element) == {"error"}, (name, element)
+            assert bad[name][1] in element["error"] and "\n" not in element["error"], (name, element)
+        assert "error" not in json.dumps(first)
+        first.pop("inference time", None) if isinstance(first, dict) else None
+        last.pop("inference time", None) if isinstance(last, dict) else None
+        assert first == last
+    assert host.process.poll() is None
+
+
+def test_options_arrive_as_arrays_or_literals(host):
+    cat = read_b64("images", "cat_720p.jpg")
+    reply = host.exec("labelImageBatch", [cat, cat, cat], [1, None, 3])
+    assert [len(e) for e in reply["result"]] == [1, 5, 3]
+    reply = host.exec("labelImageBatch", [cat, cat], 2)
+    assert [len(e) for e in reply["result"]] == [2, 2]
+    reply = host.exec("labelImageBatch", [cat, cat], [0, 2])
+    assert "k must be" in reply["result"][0]["error"] and len(reply["result"][1]) == 2
+    surface = surface_jpeg_b64(3, seed=9)
+    reply = host.exec("inferenceBatch", [surface, surface], [0.5, 1.0])
+    assert [e["defect"] for e in reply["result"]] == [3, 0]
+
+
+def test_wrong_shapes_of_call_give_one_line(host):
+    cat = read_b64("images", "cat.bmp")
+    reply = host.exec("labelImageBatch", cat)
+    assert reply["state"] is False and "aggregate function" in reply["result"] and "GROUP BY" in reply["result"]
+    reply = host.exec("inferenceBatch", [cat, cat], [0.5])
+    assert reply["state"] is False and "2 images but 1 options" in reply["result"]
+    assert host.exec("inferenceBatch", [])["result"] == []
+    reply = host.call("labelImageBatch", "Validate", [{"Name": "image"}, {"Val": 0}])
+    assert reply["state"] is False and "k must be" in reply["result"]
+    assert host.call("inferenceBatch", "Validate", [{"Name": "image"}])["state"] is True
+
+
+def test_a_large_window_is_served_whole_within_the_default_budget(host):
+    frames = [surface_jpeg_b64(i % 4, seed=800 + i, size=(1920, 1080)) for i in range(64)]
+    reply = host.exec("inferenceBatch", frames)
+    assert [e.get("defect") for e in reply["result"]] == [i % 4 for i in range(64)]
