@@ -27,15 +27,29 @@ models/.built: models/build_models.py tests/synthetic_surface.py $(VENV)/.instal
 	$(PY) models/build_models.py --fixtures $(FIXTURES)
 	touch $@
 
+# Your own defect model in the zip (e.g. an anomalib export): `make package CUSTOM_MODEL=path/to/model.xml`
+# puts it (and its .bin) in models/custom/ and makes it the zip's defect.model.
+CUSTOM_MODEL ?=
+
 package: build/defect.zip
-build/defect.zip: $(PLUGIN_FILES) functions/*.json models/.built Makefile
+build/defect.zip: $(PLUGIN_FILES) functions/*.json models/.built Makefile build/.custom-model $(CUSTOM_MODEL)
 	rm -rf build/defect build/defect.zip && mkdir -p build/defect/models build/defect/functions
 	cp $(PLUGIN_FILES) build/defect/
 	cp functions/*.json build/defect/functions/
 	cp $(MODEL_FILES) build/defect/models/
+	if [ -n "$(CUSTOM_MODEL)" ]; then \
+	  mkdir -p build/defect/models/custom && cp "$(CUSTOM_MODEL)" build/defect/models/custom/ && \
+	  if [ -f "$(basename $(CUSTOM_MODEL)).bin" ]; then cp "$(basename $(CUSTOM_MODEL)).bin" build/defect/models/custom/; fi && \
+	  $(PY) -c 'import json, sys; p = "build/defect/config.json"; c = json.load(open(p)); c["defect"]["model"] = sys.argv[1]; json.dump(c, open(p, "w"), indent=2)' \
+	    "models/custom/$(notdir $(CUSTOM_MODEL))"; fi
 	# python -m zipfile writes directory entries too, which kuiperd needs to unpack nested folders.
 	cd build/defect && ../../$(PY) -m zipfile -c ../defect.zip *
 	@echo "wrote $@"
+
+# Changes only when CUSTOM_MODEL does, so a zip never keeps a model it was not asked for.
+build/.custom-model: FORCE
+	@mkdir -p build && [ "$$(cat $@ 2>/dev/null)" == "$(CUSTOM_MODEL)" ] || echo "$(CUSTOM_MODEL)" > $@
+FORCE:
 
 # The same zip plus wheels/ for an offline box: install.sh then installs with --no-index.
 # pip takes each tag literally: list the manylinux levels the wheels are published for.
@@ -69,6 +83,7 @@ test-fast: package package-offline
 
 bench: package kuiperd
 	$(PY) bench/run.py
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf build models/.built

@@ -1,0 +1,319 @@
+"""`make bench`, part 2: frames per second through a real kuiperd, against the box's own floor.
+
+    .venv/bin/python bench/throughput.py [--quick]
+
+Distinct 1080p JPEG frames (never one frame repeated: the plugin answers a
+repeat of its last call from memory) go through mosquitto into a real kuiperd
+v2.4.2, as fast as the rule drains them (a bounded number in flight). Rows:
+the per-frame rule (1 rule; 2 rules on 2 topics), the window rule
+(`GROUP BY CountWindow(4|8|16)`), and the floors measured in this same run in
+plain Python: one decode+infer worker at 1 thread and at every core, and one
+single-threaded worker per core in parallel (the box's floor). Per row: frames/s,
+CPU seconds per frame of the plugin and of kuiperd, p50/p95 latency per frame
+from publish to result (for windows, the fill included).
+Writes build/throughput.json and build/throughput.md.
+"""
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+sys.path[:0] = [REPO, os.path.join(REPO, "tests"), os.path.join(REPO, "tests", "e2e")]
+
+import harness  # noqa: E402
+from image_input import decode_image  # noqa: E402
+from label_func import Inference, LabelImage  # noqa: E402
+from settings import load_settings  # noqa: E402
+from synthetic_surface import surface_image  # noqa: E402
+from thread_tuning import usable_cores  # noqa: E402
+
+BUILD = os.path.join(REPO, "build")
+FUNCTIONS = ("labelImage", "inference")
+WINDOWS = (4, 8, 16)
+TARGETS = {"batch_over_box_floor": 0.75, "per_frame_over_one_worker": 0.8, "batch8_p95_s": 1.0}
+
+
+def jpeg_b64(bgr):
+    return base64.b64encode(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()).decode()
+
+
+def distinct_frames(function, count, fixtures):
+    """`count` different 1080p JPEGs as base64: the cat shifted a pixel per frame, or new surfaces."""
+    if function == "labelImage":
+        cat = cv2.imread(os.path.join(fixtures, "images", "cat_1080p.jpg"))
+        return [jpeg_b64(np.roll(cat, i, axis=1)) for i in range(count)]
+    return [jpeg_b64(surface_image(i % 4, seed=5000 + i, width=1920, height=1080)) for i in range(count)]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def percentile_s(values, q):
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+# ---------------------------------------------------------------- floors, in plain Python
+
+
+def models_at(function_class, settings, threads, count):
+    function = function_class(settings)
+    return [function.build(function.with_threads(threads)) for _ in range(count)], function
+
+
+def floor_rate(function_class, settings, frames, threads, workers):
+    """Frames/s of base64 -> JPEG decode -> inference in a plain loop: `workers` threads, each its own model."""
+    models, function = models_at(function_class, settings, threads, workers)
+    limits = settings["input"]
+
+    def serve(model, chunk):
+        for frame in chunk:
+            pixels, size = decode_image(frame, limits["max_pixels"], limits["max_bytes"], model.decode_size)
+            function.run(model, pixels, size, None)
+
+    for model in models:  # warm-up
+        serve(model, frames[:3])
+    chunks = [frames[i::workers] for i in range(workers)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(serve, models, chunks))
+    return round(len(frames) / (time.perf_counter() - started), 1)
+
+
+# ---------------------------------------------------------------- through kuiperd
+
+
+class Results:
+    """Collects result rows from MQTT sink topics: {seq: arrival time}."""
+
+    def __init__(self, mosquitto, topics):
+        self.arrived, self.cond = {}, threading.Condition()
+        self.collectors = []
+        for topic in topics:
+            collector = harness.MqttCollector(mosquitto.host, mosquitto.port, topic, qos=0)
+            collector._client.on_message = self._on_message
+            self.collectors.append(collector)
+
+    def _on_message(self, client, userdata, msg):
+        now = time.perf_counter()
+        row = json.loads(msg.payload)
+        with self.cond:
+            for seq in row.get("seqs") or [row.get("seq")]:
+                self.arrived[seq] = now
+            self.cond.notify_all()
+
+    def count(self):
+        with self.cond:
+            return len(self.arrived)
+
+    def wait_below(self, sent, in_flight, timeout=30):
+        with self.cond:
+            if not self.cond.wait_for(lambda: sent - len(self.arrived) < in_flight, timeout):
+                raise TimeoutError(f"{sent - len(self.arrived)} frames unanswered for {timeout} s")
+
+    def close(self):
+        for collector in self.collectors:
+            collector.close()
+
+
+def drive(kuiperd, mosquitto, publisher, sqls, frames, in_flight, warmup):
+    """Create the rules (one per topic), push every frame round-robin over the topics, keeping at most
+    `in_flight` unanswered; returns frames/s, CPU s/frame (plugin, kuiperd) and latency over the timed part."""
+    client = kuiperd.client
+    topics = [f"bench_in_{i}_{time.monotonic_ns()}" for i in range(len(sqls))]
+    outs = [t.replace("bench_in", "bench_out") for t in topics]
+    results = Results(mosquitto, outs)
+    try:
+        for i, (topic, out, sql) in enumerate(zip(topics, outs, sqls)):
+            client.create_stream(f'CREATE STREAM s{i}_{id(topics)} () WITH (DATASOURCE="{topic}", FORMAT="JSON")')
+            client.create_rule(f"bench{i}", sql.format(stream=f"s{i}_{id(topics)}"),
+                               [kuiperd.mqtt_action(out, sendSingle=True, qos=0)])
+            client.wait_rule_running(f"bench{i}")
+            mosquitto.wait_subscribed(topic)
+        [plugin] = kuiperd.plugin_pids("defect")
+        sent_at = {}
+        for seq, frame in enumerate(frames):
+            if seq == warmup:
+                results.wait_below(seq, 1, timeout=60)  # warm-up drained: the timed part starts empty
+                cpu0 = cpu_seconds(plugin), cpu_seconds(kuiperd.proc.pid)
+                started = time.perf_counter()
+            results.wait_below(seq, in_flight, timeout=60)
+            sent_at[seq] = time.perf_counter()
+            publisher.publish(topics[seq % len(topics)], json.dumps({"seq": seq, "image": frame}).encode(), qos=0)
+        results.wait_below(len(frames), 1, timeout=60)
+        elapsed = time.perf_counter() - started
+        cpu1 = cpu_seconds(plugin), cpu_seconds(kuiperd.proc.pid)
+        timed = range(warmup, len(frames))
+        latency = [results.arrived[s] - sent_at[s] for s in timed]
+        return {"frames_per_s": round(len(timed) / elapsed, 1),
+                "plugin_cpu_ms_per_frame": round((cpu1[0] - cpu0[0]) / len(timed) * 1000, 2),
+                "kuiperd_cpu_ms_per_frame": round((cpu1[1] - cpu0[1]) / len(timed) * 1000, 2),
+                "p50_s": percentile_s(latency, 50), "p95_s": percentile_s(latency, 95), "frames": len(timed)}
+    finally:
+        results.close()
+        for rule in client.request("GET", "/rules"):
+            client.delete_rule(rule["id"])
+        for stream in client.request("GET", "/streams"):
+            client.delete_stream(stream)
+
+
+def picked_threads(log_text, function):
+    """The threads the plugin's self-tuning chose, from its log line."""
+    found = re.findall(rf"{function}: (\d+) threads?, measured at load", log_text)
+    return int(found[-1]) if found else None
+
+
+def measure(fixtures, quick, functions):
+    count = 48 if quick else 240
+    warmup = 16
+    settings = load_settings()
+    cores = usable_cores()
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="defect-throughput-") as home:
+        broker = harness.Mosquitto(Path(home) / "mosquitto").start()
+        server = harness.Kuiperd(Path(home) / "kuiper", broker.url).start()
+        publisher = harness.MqttPublisher(broker.host, broker.port)
+        try:
+            server.client.install_portable_plugin("defect", Path(BUILD, "defect.zip").resolve().as_uri())
+            for function, function_class in (("labelImage", LabelImage), ("inference", Inference)):
+                if function not in functions:
+                    continue
+                print(f"{function}: frames ...", file=sys.stderr)
+                frames = distinct_frames(function, count + warmup, fixtures)
+                r = rows[function] = {}
+                r["floor 1 worker, 1 thread"] = {"frames_per_s": floor_rate(function_class, settings, frames, 1, 1)}
+                r[f"floor 1 worker, {cores} threads"] = {
+                    "frames_per_s": floor_rate(function_class, settings, frames, cores, 1)}
+                r[f"box floor: {cores} workers x 1 thread"] = {
+                    "frames_per_s": floor_rate(function_class, settings, frames, 1, cores)}
+                print(f"{function}: through kuiperd ...", file=sys.stderr)
+                per_frame = "SELECT seq, {function}(image) AS result FROM {{stream}}".format(function=function)
+                r["per-frame rule, 1 rule"] = drive(server, broker, publisher, [per_frame], frames, 4, warmup)
+                r["per-frame rule, 2 rules"] = drive(server, broker, publisher, [per_frame] * 2, frames, 8, warmup)
+                for window in WINDOWS:
+                    sql = (f"SELECT collect(seq) AS seqs, {function}Batch(image) AS results FROM {{stream}} "
+                           f"GROUP BY CountWindow({window})")
+                    r[f"window rule, CountWindow({window})"] = drive(server, broker, publisher, [sql], frames,
+                                                                      2 * window, warmup)
+                r["threads picked by the plugin"] = picked_threads(server.log_tail(2000), function)
+        finally:
+            publisher.close()
+            server.stop()
+            broker.stop()
+    return rows
+
+
+def window_memory(fixtures, functions):
+    """RSS growth of the plugin process for one 64-frame 1080p window of each function."""
+    import zipfile
+    from nng_host import PluginHost
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="defect-window-memory-") as tmp:
+        with zipfile.ZipFile(os.path.join(BUILD, "defect.zip")) as z:
+            z.extractall(os.path.join(tmp, "defect"))
+        host = PluginHost(os.path.join(tmp, "defect"), python=sys.executable)
+        try:
+            for function in functions:
+                frames = distinct_frames(function, 64, fixtures)
+                host.exec(f"{function}Batch", frames[:4])  # model copies loaded
+                before = rss_mb(host.process.pid)
+                reply = host.exec(f"{function}Batch", frames)
+                assert reply["state"] and not any("error" in json.dumps(e) for e in reply["result"]), reply
+                payload_mb = sum(len(f) for f in frames) / 2**20
+                out[function] = {"rss_before_mb": before, "peak_after_mb": rss_mb(host.process.pid, "VmHWM"),
+                                 "payload_mb": round(payload_mb, 1),
+                                 "decoded_full_size_mb": round(64 * 1920 * 1080 * 3 / 2**20, 1)}
+        finally:
+            host.close()
+    return out
+
+
+def rss_mb(pid, key="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        return next(round(int(line.split()[1]) / 1024, 1) for line in f if line.startswith(key + ":"))
+
+
+def analyse(rows):
+    targets = []
+    for function, r in rows.items():
+        box = next(v["frames_per_s"] for k, v in r.items() if k.startswith("box floor"))
+        best_window, best = max(((k, v["frames_per_s"]) for k, v in r.items() if k.startswith("window")),
+                                key=lambda kv: kv[1])
+        ratio = round(best / box, 2)
+        targets.append([f"{function}: best window rule ({best_window}) / box floor >= "
+                        f"{TARGETS['batch_over_box_floor']}", ratio, ratio >= TARGETS["batch_over_box_floor"]])
+        threads = r["threads picked by the plugin"]
+        one = next((v["frames_per_s"] for k, v in r.items() if k == f"floor 1 worker, {threads} thread"
+                    or k == f"floor 1 worker, {threads} threads"), None)
+        ratio = round(r["per-frame rule, 1 rule"]["frames_per_s"] / one, 2) if one else None
+        targets.append([f"{function}: per-frame rule / one worker at its {threads} thread(s) >= "
+                        f"{TARGETS['per_frame_over_one_worker']}", ratio,
+                        ratio is not None and ratio >= TARGETS["per_frame_over_one_worker"]])
+        p95 = r["window rule, CountWindow(8)"]["p95_s"]
+        targets.append([f"{function}: p95 latency, CountWindow(8) < {TARGETS['batch8_p95_s']} s", p95,
+                        p95 < TARGETS["batch8_p95_s"]])
+    return [[name, value, "PASS" if ok else "MISS"] for name, value, ok in targets]
+
+
+def report(result, markdown):
+    from run import table  # the one table formatter of the bench
+    out = [f"Machine: {result['cores']} cores; {result['date']}; load average {result['load_before']} -> "
+           f"{result['load_after']}. {result['frames']} timed 1080p JPEG frames a row, all different.\n"]
+    for function, r in result["rows"].items():
+        lines = [[k, v.get("frames_per_s"), v.get("plugin_cpu_ms_per_frame"), v.get("kuiperd_cpu_ms_per_frame"),
+                  v.get("p50_s"), v.get("p95_s")] for k, v in r.items() if isinstance(v, dict)]
+        out.append(table([f"{function} (threads picked: {r['threads picked by the plugin']})", "frames/s",
+                          "plugin CPU ms/frame", "kuiperd CPU ms/frame", "p50 s", "p95 s"], lines, markdown))
+        out.append("")
+    memory = result["window_memory"]
+    out.append(table(["64-frame 1080p window", "RSS before MB", "peak after MB", "payload MB",
+                      "64 frames decoded at full size MB"],
+                     [[f, m["rss_before_mb"], m["peak_after_mb"], m["payload_mb"], m["decoded_full_size_mb"]]
+                      for f, m in memory.items()], markdown))
+    out.append("")
+    out.append(table(["target", "value", "result"], result["targets"], markdown))
+    return "\n".join(out) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run; numbers not for quoting")
+    parser.add_argument("--function", choices=FUNCTIONS, action="append", help="only this one (repeatable)")
+    parser.add_argument("--fixtures", default=os.environ.get("DEFECT_FIXTURES",
+                                                             os.path.join(REPO, "..", "shared", "fixtures")))
+    args = parser.parse_args()
+    import datetime
+    result = {"cores": usable_cores(), "load_before": round(os.getloadavg()[0], 2),
+              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "frames": 48 if args.quick else 240}
+    functions = args.function or FUNCTIONS
+    result["rows"] = measure(args.fixtures, args.quick, functions)
+    print("window memory ...", file=sys.stderr)
+    result["window_memory"] = window_memory(args.fixtures, functions)
+    result["load_after"] = round(os.getloadavg()[0], 2)
+    result["targets"] = analyse(result["rows"])
+    os.makedirs(BUILD, exist_ok=True)
+    with open(os.path.join(BUILD, "throughput.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(BUILD, "throughput.md"), "w") as f:
+        f.write(report(result, markdown=True))
+    print(report(result, markdown=False))
+    print("wrote build/throughput.json and build/throughput.md")
+
+
+if __name__ == "__main__":
+    main()
