@@ -2,8 +2,11 @@
 
 Used by the tests, the benchmarks and `make models` (which writes a sample for
 `python inference.py`). `python tests/synthetic_surface.py --defects 3 out.png`
+`surface_with_truth` also returns where each defect was drawn, so boxes can be
+checked against the truth rather than against the image's own pixels.
 """
 import argparse
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -19,8 +22,15 @@ def textured_surface(rng, width=640, height=480):
     return surface
 
 
-def draw_defects(rng, surface, count):
-    """Draw `count` well-separated defects; returns their centres."""
+class DrawnDefect(NamedTuple):
+    """One drawn defect: its kind, centre and the box of every pixel it changed (x, y, w, h)."""
+    kind: str  # "spot" or "scratch"
+    centre: tuple
+    box: tuple
+
+
+def draw_defects(rng, surface, count, drawn=None):
+    """Draw `count` well-separated defects; returns their centres (and appends a DrawnDefect each to `drawn`)."""
     height, width = surface.shape
     centres = []
     for _ in range(10000):
@@ -32,7 +42,8 @@ def draw_defects(rng, surface, count):
         centres.append((cx, cy))
         delta = float(rng.choice([-1, 1]) * rng.uniform(60, 90))  # dark or bright
         layer = np.zeros_like(surface)
-        if rng.random() < 0.5:  # spot
+        kind = "spot" if rng.random() < 0.5 else "scratch"
+        if kind == "spot":
             axes = (int(rng.integers(6, 16)), int(rng.integers(6, 16)))
             cv2.ellipse(layer, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, delta, -1, cv2.LINE_AA)
         else:  # scratch
@@ -41,6 +52,9 @@ def draw_defects(rng, surface, count):
             dx, dy = int(half * np.cos(angle)), int(half * np.sin(angle))
             cv2.line(layer, (cx - dx, cy - dy), (cx + dx, cy + dy), delta, int(rng.integers(4, 7)), cv2.LINE_AA)
         surface += layer
+        if drawn is not None:  # the truth costs no random draws: images stay the same per seed
+            box = cv2.boundingRect((layer != 0).astype(np.uint8))
+            drawn.append(DrawnDefect(kind, (cx, cy), tuple(int(v) for v in box)))
     if len(centres) < count:
         raise ValueError(f"cannot place {count} separate defects on {width}x{height}")
     return centres
@@ -48,11 +62,18 @@ def draw_defects(rng, surface, count):
 
 def surface_image(defects, seed=0, width=640, height=480):
     """BGR uint8 image of a textured surface with exactly `defects` defects."""
+    return surface_with_truth(defects, seed, width, height)[0]
+
+
+def surface_with_truth(defects: int, seed: int = 0, width: int = 640,
+                       height: int = 480) -> tuple[np.ndarray, list[DrawnDefect]]:
+    """surface_image(...) (the same pixels for the same arguments) and the defects drawn on it."""
     rng = np.random.default_rng(seed)
     surface = textured_surface(rng, width, height)
-    draw_defects(rng, surface, defects)
+    drawn = []
+    draw_defects(rng, surface, defects, drawn)
     gray = np.clip(surface, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), drawn
 
 
 def main():

@@ -1,6 +1,7 @@
 """The one decode path: every accepted form gives BGR pixels; bad input gives one clear line."""
 import base64
 import io
+import struct
 
 import cv2
 import numpy as np
@@ -88,3 +89,112 @@ def test_exif_rotation_and_trailers():
 def test_data_uri_of_another_type_is_refused():
     with pytest.raises(InputError, match="text/plain"):
         decode_image("data:text/plain;base64,aGVsbG8=", **LIMITS)
+
+
+# --- JPEG completeness: decided from the stream (markers, scans, EOI), not from where FFD9 lies ---
+
+def camera_jpeg(progressive=False, exif=None, size=(640, 480)):
+    """A JPEG with real texture (so its scan is long and holds stuffed FF bytes and more)."""
+    rng = np.random.default_rng(3)
+    pixels = cv2.GaussianBlur(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), (0, 0), 1.0)
+    buffer = io.BytesIO()
+    options = {"exif": exif} if exif else {}
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, progressive=progressive, **options)
+    return buffer.getvalue()
+
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def exif_with_thumbnail(thumbnail: bytes) -> bytes:
+    """APP1 payload as cameras write it: IFD0 (orientation 1) -> IFD1 pointing at an embedded JPEG thumbnail."""
+    ifd0, ifd1 = 8, 8 + 2 + 12 + 4
+    thumbnail_at = ifd1 + 2 + 2 * 12 + 4
+    tiff = b"II*\0" + struct.pack("<I", ifd0)
+    tiff += struct.pack("<H", 1) + struct.pack("<HHII", EXIF_ORIENTATION_TAG, 3, 1, 1) + struct.pack("<I", ifd1)
+    tiff += struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumbnail_at) \
+        + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail)) + struct.pack("<I", 0)
+    return b"Exif\0\0" + tiff + thumbnail
+
+
+def segments(data):
+    """(marker, offset) of every segment before the first scan, and the first scan's data offset."""
+    found, pos = [], 2
+    while True:
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+        found.append((marker, pos))
+        pos += 2 + length
+        if marker == 0xDA:
+            return found, pos
+
+
+def assert_truncated(data):
+    with pytest.raises(InputError) as err:
+        decode_image(data, **LIMITS)
+    assert str(err.value) == "JPEG is truncated: its end-of-image marker is missing"
+
+
+@pytest.mark.parametrize("times", [0.5, 1, 10, 100])
+@pytest.mark.parametrize("filler", ["zeros", "random", "another jpeg"])
+def test_jpeg_with_a_trailer_of_any_size_is_read(times, filler):
+    data = encoded(".jpg", cv2.resize(gradient(), (128, 96)))  # about 1.5 KB; the bug refused trailers > image
+    whole = int(len(data) * times)
+    trailer = {"zeros": b"\0" * whole,
+               "random": np.random.default_rng(1).integers(0, 256, whole, dtype=np.uint8).tobytes(),
+               "another jpeg": (data * (int(times) + 1))[:whole]}[filler]  # MPO / Ultra HDR: pictures after the first
+    pixels, size = decode_image(data + trailer, **LIMITS)
+    assert size == (128, 96)
+    assert np.array_equal(pixels, decode_image(data, **LIMITS)[0])
+
+
+@pytest.mark.parametrize("trailer", [8962, 200_000])
+def test_the_reported_case_a_camera_frame_with_a_large_trailer(trailer):
+    data = camera_jpeg(size=(160, 120))
+    assert decode_image(data + b"\x55" * trailer, **LIMITS)[1] == (160, 120)
+
+
+def test_truncation_is_caught_at_every_stage():
+    data = camera_jpeg()
+    found, scan_at = segments(data)
+    offsets = dict((marker, pos) for marker, pos in reversed(found))  # the first of each kind
+    cuts = {"after SOI": 2, "mid APP0": offsets[0xE0] + 5, "mid DQT": offsets[0xDB] + 20,
+            "before SOF": offsets[0xC0], "mid DHT": offsets[0xC4] + 10, "mid SOS header": scan_at - 3,
+            "scan just begun": scan_at + 10, "mid scan": (scan_at + len(data)) // 2, "scan nearly done": len(data) - 40,
+            "EOI missing": len(data) - 2, "half an EOI": len(data) - 1}
+    for where, cut in cuts.items():
+        assert 0 < cut < len(data), where
+        assert_truncated(data[:cut])
+    assert decode_image(data, **LIMITS)[1] == (640, 480)
+
+
+def test_progressive_jpeg_complete_with_trailer_and_cut_between_scans():
+    data = camera_jpeg(progressive=True)
+    assert decode_image(data, **LIMITS)[1] == (640, 480)
+    assert decode_image(data + b"\0" * (10 * len(data)), **LIMITS)[1] == (640, 480)
+    # A progressive file cut between two scans decodes to a blurry picture without a word from libjpeg.
+    scans = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    assert len(scans) >= 5
+    for scan in scans[1:]:
+        assert_truncated(data[:scan])
+    assert_truncated(data[:(scans[-1] + len(data)) // 2])
+
+
+def test_exif_thumbnail_end_marker_does_not_make_a_cut_file_complete():
+    thumbnail = encoded(".jpg", cv2.resize(gradient(), (160, 120)))
+    data = camera_jpeg(exif=exif_with_thumbnail(thumbnail))
+    thumbnail_end = data.find(b"\xff\xd9") + 2
+    assert data.find(thumbnail) > 0 and thumbnail_end < len(data) - 2  # the thumbnail's EOI sits inside APP1
+    assert decode_image(data, **LIMITS)[1] == (640, 480)
+    assert decode_image(data + b"\0" * 200_000, **LIMITS)[1] == (640, 480)
+    _, scan_at = segments(data)
+    for cut in (thumbnail_end, thumbnail_end + 1, scan_at + 100, (scan_at + len(data)) // 2, len(data) - 2):
+        assert_truncated(data[:cut])
+
+
+def test_a_jpeg_of_millions_of_tiny_segments_is_refused_before_pillow_reads_them():
+    """Pillow walks header segments in Python (seconds for millions); real JPEGs have tens."""
+    data = camera_jpeg(size=(64, 48))
+    with pytest.raises(InputError, match="JPEG has over 10000 marker segments"):
+        decode_image(data[:2] + b"\xff\xfe\x00\x02" * 4_000_000 + data[2:], **LIMITS)  # 16 MB of comments
+    many_but_real = data[:2] + b"\xff\xfe\x00\x02" * 500 + data[2:]  # 500 comments: still a JPEG
+    assert decode_image(many_but_real, **LIMITS)[1] == (64, 48)

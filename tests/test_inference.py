@@ -5,21 +5,71 @@ import cv2
 import numpy as np
 import pytest
 
-from paths import REPO, fixture_path
+from detection_score import Match, box_is_on, match_boxes, precision_recall
+from image_input import decode_image
 from inference import DefectSegmenter, choose_device, mask_from_output, regions
-from synthetic_surface import surface_image
+from paths import REPO, fixture_path
+from synthetic_surface import surface_image, surface_with_truth
+
+CAMERA_SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+def truth_match(segmenter, report, drawn):
+    """The report's boxes against the boxes the generator drew (one-to-one, see detection_score)."""
+    return match_boxes(report["defects"], [d.box for d in drawn], report["width"] / segmenter.width,
+                       report["height"] / segmenter.height)
 
 
 @pytest.mark.parametrize("defects", range(6))
 @pytest.mark.parametrize("seed", [11, 22, 33, 44])
-def test_counts_drawn_defects(segmenter, defects, seed):
-    report = segmenter.inspect(surface_image(defects, seed=seed * 100 + defects))
+def test_counts_drawn_defects_and_boxes_sit_on_them(segmenter, defects, seed):
+    image, drawn = surface_with_truth(defects, seed=seed * 100 + defects)
+    report = segmenter.inspect(image)
     assert report["defect"] == defects
     assert len(report["defects"]) == defects
+    # Each drawn defect is covered by exactly one box, no box lies off a defect, and no box
+    # reaches more than 8 model pixels beyond what was drawn.
+    assert truth_match(segmenter, report, drawn) == Match(found=defects, stray_boxes=0, missed=0, loose_boxes=0)
+
+
+def test_the_box_check_refuses_boxes_that_are_not_on_a_defect():
+    """The check above must not pass by chance: random boxes of defect size are almost never "on" one."""
+    rng = np.random.default_rng(5)
+    _, drawn = surface_with_truth(5, seed=77)
+    boxes = [(int(rng.integers(0, 600)), int(rng.integers(0, 440)), int(rng.integers(10, 90)),
+              int(rng.integers(10, 90))) for _ in range(1000)]
+    on = sum(any(box_is_on(box, d.box) for d in drawn) for box in boxes)
+    assert on < 20, on  # 14 (1.4 %); the old check (a pixel 40 grey levels off the mean) passed 39 % on a clean surface
+
+
+@pytest.mark.parametrize("size", CAMERA_SIZES)
+def test_counts_and_boxes_at_camera_sizes_through_jpeg(segmenter, size):
+    """720p and 1080p JPEGs through the plugin's decode path (reduced decode) and model.
+
+    The model sees every frame squeezed to 384x384, so at these sizes thin, near-vertical
+    scratches can come out split or faint: measured (make bench, detection rows), not perfect.
+    The floor asserted here is what the README states.
+    """
+    width, height = CAMERA_SIZES[size]
+    matches, counts = [], []
+    for seed in (11, 22, 33, 44, 55, 66, 77, 88):
+        for defects in range(6):
+            image, drawn = surface_with_truth(defects, seed=seed * 100 + defects, width=width, height=height)
+            jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+            pixels, original = decode_image(jpeg, 40_000_000, 20_000_000, segmenter.decode_size)
+            report = segmenter.inspect(pixels, original_size=original)
+            assert (report["width"], report["height"]) == (width, height)
+            matches.append(truth_match(segmenter, report, drawn))
+            counts.append((report["defect"], defects))
+    score = precision_recall(matches)
+    assert score["precision"] >= 0.93 and score["recall"] >= 0.93, score  # measured 0.95/0.975 (720p), 1.0/0.99 (1080p)
+    assert score["tight_boxes"] == 1.0, score
+    assert all(abs(found - drawn) <= 1 for found, drawn in counts), counts
+    assert sum(found == drawn for found, drawn in counts) >= 0.9 * len(counts), counts
 
 
 def test_report_has_tutorial_keys_and_boxes_in_input_pixels(segmenter):
-    image = surface_image(3, seed=5, width=1280, height=960)
+    image, drawn = surface_with_truth(3, seed=5, width=1280, height=960)
     report = segmenter.inspect(image)
     assert {"inference time", "defect", "base64", "defects", "width", "height"} <= set(report)
     assert (report["width"], report["height"]) == (1280, 960)
@@ -28,9 +78,8 @@ def test_report_has_tutorial_keys_and_boxes_in_input_pixels(segmenter):
         assert 0 <= box["x"] < 1280 and 0 <= box["y"] < 960
         assert box["x"] + box["w"] <= 1280 + 2 and box["y"] + box["h"] <= 960 + 2
         assert box["area"] > 0
-        # the box really sits on a defect: its pixels depart from the surface's mean
-        patch = image[box["y"]:box["y"] + box["h"], box["x"]:box["x"] + box["w"], 0].astype(float)
-        assert abs(patch - image[..., 0].mean()).max() > 40
+    # the boxes sit on the drawn defects, in the pixels of the 1280x960 input
+    assert truth_match(segmenter, report, drawn) == Match(found=3, stray_boxes=0, missed=0, loose_boxes=0)
 
 
 def test_picture_is_input_and_mask_side_by_side(segmenter):
