@@ -8,12 +8,48 @@
 # PEP 668 systems refuse pip into the system Python; a venv is always allowed.
 set -eu
 cd "$(dirname "$0")"
-# The interpreter kuiperd will run main.py with: its env override, else its default
-# pythonBin `python`, else python3.
-PYTHON=${DEFECT_PYTHON:-${KUIPER__PORTABLE__PYTHONBIN:-$(command -v python || command -v python3 || echo python3)}}
 say() { echo "defect install: $*"; }
 
-command -v "$PYTHON" >/dev/null 2>&1 || { say "ERROR: $PYTHON not found; set DEFECT_PYTHON to a Python 3.11+ interpreter" >&2; exit 1; }
+# portable.pythonBin from the kuiper.yaml kuiperd reads: $KuiperBaseKey/etc, else the etc/ beside
+# plugins/ (this dir is <base>/plugins/portable/defect), else /etc/kuiper (packaged installs).
+# The first file found is the one kuiperd uses. Sets KUIPER_YAML and YAML_PYTHON (empty: no pythonBin).
+read_kuiper_yaml_python_bin() {
+  for conf in ${KuiperBaseKey:+"$KuiperBaseKey/etc/kuiper.yaml"} ../../../etc/kuiper.yaml /etc/kuiper/kuiper.yaml; do
+    [ -f "$conf" ] || continue
+    KUIPER_YAML=$conf
+    # A top-level `portable:` block and its `pythonBin:` key; quotes and comments stripped.
+    YAML_PYTHON=$(awk '{ sub(/\r$/, "") }
+      /^[^[:space:]#]/ { in_portable = ($0 ~ /^portable:[[:space:]]*(#.*)?$/); next }
+      in_portable && /^[[:space:]]+pythonBin:/ {
+        v = $0; sub(/^[[:space:]]+pythonBin:[[:space:]]*/, "", v)
+        if (v ~ /^"/) { sub(/^"/, "", v); sub(/".*$/, "", v) }
+        else if (v ~ /^\047/) { sub(/^\047/, "", v); sub(/\047.*$/, "", v) }
+        else { sub(/[[:space:]]+#.*$/, "", v); sub(/[[:space:]]+$/, "", v) }
+        print v; exit
+      }' "$conf")
+    return 0
+  done
+}
+
+# The interpreter kuiperd will run main.py with, in kuiperd's own order: the env override
+# KUIPER__PORTABLE__PYTHONBIN, else kuiper.yaml's portable.pythonBin, else kuiperd's default
+# `python` (python3 when there is no `python`). DEFECT_PYTHON overrides them all.
+KUIPER_YAML= YAML_PYTHON=
+if [ -n "${DEFECT_PYTHON:-}" ]; then
+  PYTHON=$DEFECT_PYTHON; FROM="DEFECT_PYTHON"
+elif [ -n "${KUIPER__PORTABLE__PYTHONBIN:-}" ]; then
+  PYTHON=$KUIPER__PORTABLE__PYTHONBIN; FROM="KUIPER__PORTABLE__PYTHONBIN"
+else
+  read_kuiper_yaml_python_bin
+  if [ -n "$YAML_PYTHON" ]; then
+    PYTHON=$YAML_PYTHON; FROM="portable.pythonBin in $KUIPER_YAML"
+  else
+    PYTHON=$(command -v python || command -v python3 || echo python); FROM="kuiperd's default"
+  fi
+fi
+say "python: $PYTHON ($FROM)"
+
+command -v "$PYTHON" >/dev/null 2>&1 || { say "ERROR: $PYTHON ($FROM) not found; set kuiperd's pythonBin or DEFECT_PYTHON to a Python 3.11+ interpreter" >&2; exit 1; }
 
 has_requirements() {
   "$1" - <<'PY'

@@ -5,6 +5,7 @@ The hot update test comes last in this file: it re-installs the plugin that
 the session-scoped `defect_plugin` fixture installed.
 """
 
+import base64
 import json
 import time
 from collections import Counter
@@ -13,8 +14,21 @@ import pytest
 
 import harness
 from bad_inputs import bad_images
-from scenarios import (CAT_FILES, CAT_LABEL, assert_one_line_error, image_bytes, json_or_none,
-                       publish_until, settle, surfaces)
+from scenarios import (
+    CAT_FILES,
+    CAT_LABEL,
+    assert_one_line_error,
+    image_bytes,
+    json_or_none,
+    publish_until,
+    settle,
+    surfaces,
+)
+
+
+def b64_image(name: str) -> str:
+    """A fixture image as base64 text, the way a JSON stream carries it."""
+    return base64.b64encode(image_bytes(name)).decode("ascii")
 
 
 def metric(status: dict, prefix: str, suffix: str) -> int:
@@ -35,12 +49,13 @@ def start_rule(kuiperd, kuiper, mosquitto, rule, sql, dst, src, options=None):
 def test_plugin_is_described_and_running(kuiperd, kuiper, defect_plugin):
     info = kuiper.get_portable_plugin("defect")
     assert info["name"] == "defect" and info["language"] == "python", info
-    assert sorted(info["functions"]) == ["inference", "labelImage"], info
+    assert sorted(info["functions"]) == ["inference", "inferenceBatch", "labelImage", "labelImageBatch"], info
     assert info["executable"] == str(kuiperd.home / "plugins" / "portable" / "defect" / "main.py"), info
     assert [p["name"] for p in kuiper.list_portable_plugins()] == ["defect"]
     status = kuiper.portable_plugin_status("defect")
     assert status["status"] == "running" and status["errMsg"] == "", status
-    assert len(kuiperd.plugin_pids("defect")) == 1
+    assert len(kuiperd.plugin_pids("defect")) == 2  # the supervisor kuiperd started, and its worker
+    assert len(kuiperd.plugin_worker_pids("defect")) == 1
 
 
 @pytest.mark.parametrize("call, message", [
@@ -82,16 +97,21 @@ def test_bad_binary_frame_gives_one_line_error_then_next_frame_is_labelled(
     assert kuiper.rule_status(rule)["status"] == "running"
 
 
-def test_bad_json_values_give_one_line_errors_then_next_image_is_inspected(
-        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique):
-    """Every value of tests/bad_inputs.py through inference(), each followed by a good surface."""
+@pytest.mark.parametrize("function", ["labelImage", "inference"])
+def test_bad_json_values_give_one_line_errors_then_next_image_is_served(
+        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, function):
+    """Every value of tests/bad_inputs.py through each function, each followed by a good frame."""
     src, dst, stream, rule = unique("json"), unique("out"), unique("js"), unique("r")
     out = mqtt_sub(dst)
     kuiper.create_stream(f'CREATE STREAM {stream} () WITH (DATASOURCE="{src}", FORMAT="JSON")')
-    start_rule(kuiperd, kuiper, mosquitto, rule,
-               f"SELECT seq, inference(image)->defect AS defect FROM {stream}", dst, src, {"sendError": True})
+    if function == "labelImage":
+        select, (good, expected) = "labelImage(image)[0]->label", (b64_image("cat_720p.jpg"), CAT_LABEL)
+    else:
+        select, (expected, good) = "inference(image)->defect", surfaces(seeds=(21,), counts=(3,))[0]
+    start_rule(kuiperd, kuiper, mosquitto, rule, f"SELECT seq, {select} AS out FROM {stream}", dst, src,
+               {"sendError": True})
+    pids = kuiperd.plugin_pids("defect")
     bad = bad_images()
-    good_defects, good = surfaces(seeds=(21,), counts=(3,))[0]
     for i, (value, _) in enumerate(bad.values()):
         mqtt_pub.publish(src, json.dumps({"seq": 2 * i, "image": value}).encode())
         mqtt_pub.publish(src, json.dumps({"seq": 2 * i + 1, "image": good}).encode())
@@ -100,8 +120,59 @@ def test_bad_json_values_give_one_line_errors_then_next_image_is_inspected(
     payloads = settle(out, 2 * len(bad))
     for i, (name, (_, word)) in enumerate(bad.items()):
         error, result = payloads[2 * i].decode(errors="replace"), payloads[2 * i + 1]
-        assert_one_line_error(error, "inference", word)
-        assert json.loads(result) == {"seq": 2 * i + 1, "defect": good_defects}, f"after {name!r}: {result!r}"
+        assert_one_line_error(error, function, word)
+        assert json.loads(result) == {"seq": 2 * i + 1, "out": expected}, f"after {name!r}: {result!r}"
+    assert kuiperd.plugin_pids("defect") == pids  # no bad value cost a plugin process
+    assert kuiper.rule_status(rule)["status"] == "running"
+
+
+@pytest.mark.parametrize("function", ["labelImage", "inference"])
+def test_without_send_error_a_bad_frame_is_dropped_and_the_next_is_served(
+        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, function):
+    """The README's promise for a rule without sendError: no output for the bad frame, the
+    frame after it is answered, the rule keeps running, and kuiperd counts the exception."""
+    src, dst, stream, rule = unique("json"), unique("out"), unique("js"), unique("r")
+    out = mqtt_sub(dst)
+    kuiper.create_stream(f'CREATE STREAM {stream} () WITH (DATASOURCE="{src}", FORMAT="JSON")')
+    if function == "labelImage":
+        select, (good, expected) = "labelImage(image)[0]->label", (b64_image("cat_720p.jpg"), CAT_LABEL)
+    else:
+        select, (expected, good) = "inference(image)->defect", surfaces(seeds=(22,), counts=(2,))[0]
+    start_rule(kuiperd, kuiper, mosquitto, rule, f"SELECT seq, {select} AS out FROM {stream}", dst, src)
+    pids = kuiperd.plugin_pids("defect")
+    bad = bad_images()
+    frames = [good, bad["base64 of text"][0], good, bad["truncated jpeg"][0], good]
+    for seq, image in enumerate(frames):
+        mqtt_pub.publish(src, json.dumps({"seq": seq, "image": image}).encode())
+
+    out.wait_for(3, timeout=60)
+    rows = [json.loads(p) for p in settle(out, 3)]
+    assert rows == [{"seq": seq, "out": expected} for seq in (0, 2, 4)], rows
+    status = kuiper.rule_status(rule)
+    assert status["status"] == "running", status
+    assert metric(status, "source_", "_records_in_total") == 5
+    assert metric(status, "op_", "_project_0_exceptions_total") == 2, status
+    assert "truncated" in metric(status, "op_", "_project_0_last_exception"), status
+    assert metric(status, "sink_", "_records_out_total") == 3
+    assert kuiperd.plugin_pids("defect") == pids
+
+
+def test_label_image_reads_a_base64_json_field_and_data_uris(
+        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique):
+    src, dst, stream, rule = unique("json"), unique("out"), unique("js"), unique("r")
+    out = mqtt_sub(dst)
+    kuiper.create_stream(f'CREATE STREAM {stream} () WITH (DATASOURCE="{src}", FORMAT="JSON")')
+    start_rule(kuiperd, kuiper, mosquitto, rule, f"SELECT seq, labelImage(image)[0]->label AS label FROM {stream}",
+               dst, src, {"sendError": True})
+    images = [b64_image("cat_1080p.jpg"),                                 # a plain base64 field
+              "data:image/jpeg;base64," + b64_image("cat_720p.jpg"),     # data: URIs
+              "data:image/bmp;base64," + b64_image("cat.bmp")]
+    for seq, image in enumerate(images):
+        mqtt_pub.publish(src, json.dumps({"seq": seq, "image": image}).encode())
+
+    out.wait_for(len(images), timeout=60)
+    rows = [json.loads(p) for p in settle(out, len(images))]
+    assert rows == [{"seq": seq, "label": CAT_LABEL} for seq in range(len(images))], rows
 
 
 # ---------------------------------------------------------------- 4. counting
@@ -204,7 +275,7 @@ def test_hot_update_resumes_both_functions_without_restarts(
     took = {}
     for how in ("delete+install", "put"):
         old_pids = kuiperd.plugin_pids("defect")
-        assert len(old_pids) == 1
+        assert len(old_pids) == 2  # supervisor and worker
         t0 = time.monotonic()
         if how == "put":
             kuiper.update_portable_plugin("defect", defect_plugin)
@@ -214,8 +285,9 @@ def test_hot_update_resumes_both_functions_without_restarts(
             harness.wait_until(lambda: not kuiperd.plugin_pids("defect"), 15, what="old plugin process gone")
             kuiper.install_portable_plugin("defect", defect_plugin)
         assert kuiper.portable_plugin_status("defect")["status"] == "running"
-        new_pids = harness.wait_until(lambda: kuiperd.plugin_pids("defect"), 15, what="new plugin process")
-        assert len(new_pids) == 1 and new_pids != old_pids, (old_pids, new_pids)
+        new_pids = harness.wait_until(lambda: len(kuiperd.plugin_pids("defect")) == 2 and kuiperd.plugin_pids("defect"),
+                                      15, what="new supervisor and worker")
+        assert not set(new_pids) & set(old_pids), (old_pids, new_pids)
         marks = len(labels.payloads()), len(defects.payloads())
         # The first call after the restart may time out in kuiperd; keep publishing.
         publish_until(send, resumed(*marks), timeout=60, status=missing(*marks))

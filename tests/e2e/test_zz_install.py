@@ -6,15 +6,19 @@ are machine-wide), runs its own for each case, then starts the session's again.
    install.sh builds the plugin venv from the bundled wheels;
 2. build/defect.zip: install.sh builds the venv from the package index.
 In both, main.py re-executes itself in the venv and both tutorials' rules answer.
+3. pythonBin only in kuiper.yaml, a bare Python off PATH: install.sh builds the venv with it
+   (pyvenv.cfg says so), and the tutorial tests run unchanged on that install.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 import harness
+import test_tutorials as tutorials  # run on another install below; a module name, so not collected twice
 from harness import REPO_ROOT as REPO
 from scenarios import CAT_LABEL, image_bytes, surface_b64
 
@@ -45,9 +49,9 @@ def test_install_with_a_bare_python(kuiperd, mosquitto, mqtt_pub, mqtt_sub, tmp_
         assert (plugin_dir / ".venv" / "bin" / "python").exists()
         harness.wait_until(lambda: client.portable_plugin_status("defect")["status"] == "running", 60,
                            what="plugin running")
-        [pid] = own.plugin_pids("defect")
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            assert b"/.venv/bin/python" in f.read()  # main.py switched into the plugin's venv
+        for pid in own.plugin_pids("defect"):  # the supervisor and its worker
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert b"/.venv/bin/python" in f.read()  # main.py switched into the plugin's venv
 
         labels, defects = mqtt_sub(unique("labels")), mqtt_sub(unique("defect"))
         bin_src, json_src = unique("tfdemo"), unique("openvino_demo")
@@ -75,4 +79,64 @@ def test_install_with_a_bare_python(kuiperd, mosquitto, mqtt_pub, mqtt_sub, tmp_
                     except Exception:
                         pass
             own.stop()
+        kuiperd.start()
+
+
+def test_python_bin_from_kuiper_yaml_then_the_tutorials(kuiperd, tmp_path):
+    """pythonBin set only in kuiper.yaml (no KUIPER__PORTABLE__PYTHONBIN), naming a bare Python
+    that is not on PATH: install.sh must build the plugin's venv from it, and both tutorials,
+    as written, run on that install. Own mosquitto, so the tutorials' fixed topics are fresh."""
+    zip_path = REPO / "build" / "defect-offline.zip"
+    if not zip_path.is_file():
+        pytest.fail(f"{zip_path} is missing: run `make package-offline`")
+    bin_dir = tmp_path / "kuiper-python" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = bin_dir / "defect-test-python"
+    python.symlink_to(os.path.realpath(bare_python()))
+    assert shutil.which(python.name) is None and shutil.which("python") != str(python)  # PATH would not find it
+
+    home = tmp_path / "kuiper"
+    home.mkdir()
+    shutil.copytree(harness.ensure_kuiperd().parent / "etc", home / "etc")
+    kuiper_yaml = home / "etc" / "kuiper.yaml"
+    text = kuiper_yaml.read_text()
+    assert text.count("\n  pythonBin: python\n") == 1, "kuiper.yaml's portable.pythonBin line not found"
+    kuiper_yaml.write_text(text.replace("\n  pythonBin: python\n", f'\n  pythonBin: "{python}"  # set here only\n'))
+
+    kuiperd.stop()
+    broker = harness.Mosquitto(tmp_path / "mosquitto")
+    own = harness.Kuiperd(home, broker.url, extra_env={"KUIPER__PORTABLE__PYTHONBIN": None, "PIP_NO_INDEX": "1"})
+    publisher, collectors = None, []
+    try:
+        broker.start()
+        own.start()
+        own.client.install_portable_plugin("defect", zip_path.resolve().as_uri())
+        plugin_dir = own.home / "plugins" / "portable" / "defect"
+        venv_cfg = dict(line.split(" = ", 1) for line in (plugin_dir / ".venv" / "pyvenv.cfg").read_text().splitlines()
+                        if " = " in line)
+        assert venv_cfg["home"] == str(bin_dir), venv_cfg  # the venv was made by kuiper.yaml's interpreter
+        assert venv_cfg["command"].startswith(f"{python} -m venv"), venv_cfg
+        assert f"defect install: python: {python} (portable.pythonBin in" in own.log_path.read_text()
+        harness.wait_until(lambda: own.client.portable_plugin_status("defect")["status"] == "running", 60,
+                           what="plugin running")
+        assert own.plugin_pids("defect"), "no plugin process"
+        for pid in own.plugin_pids("defect"):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                # kuiperd started it with kuiper.yaml's python; main.py switched to the venv
+                assert b"/.venv/bin/python" in f.read()
+
+        publisher = harness.MqttPublisher(broker.host, broker.port)
+
+        def subscribe(topic, qos=1):
+            collectors.append(harness.MqttCollector(broker.host, broker.port, topic, qos))
+            return collectors[-1]
+        tutorials.test_tflite_tutorial_labels_cat_frames(own, own.client, None, broker, publisher, subscribe)
+        tutorials.test_openvino_tutorial_marks_defects(own, own.client, None, broker, publisher, subscribe)
+    finally:
+        for c in collectors:
+            c.close()
+        if publisher is not None:
+            publisher.close()
+        own.stop()
+        broker.stop()
         kuiperd.start()
