@@ -1,29 +1,34 @@
 """Surface-defect segmentation with OpenVINO: pixels in, defect count, boxes and a picture out.
 
-Pure logic, no eKuiper: `python inference.py IMAGE` prints the JSON result and
-writes the side-by-side picture to build/inference.jpg.
+Pure logic, no eKuiper: `python inference.py [IMAGE or FOLDER ...]` prints one JSON line per
+image; `--out` writes the side-by-side picture (`--help` for the options).
 """
+import argparse
 import base64
-import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
+import command_line
+from errors import ConfigError, first_line
 from image_input import decode_image
-from settings import PLUGIN_DIR, load_settings
+from settings import DEVICES, PLUGIN_DIR, Settings, check_value, defaults, load_settings
 
 log = logging.getLogger(__name__)
-DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+DEFAULTS = defaults("defect")
+SAMPLE_IMAGE = os.path.join(PLUGIN_DIR, "models", "sample_surface.png")  # made by `make models`
 
 
-def choose_device(core, wanted):
+def choose_device(core: ov.Core, wanted: str) -> str:
     """The configured device if this box has it; otherwise CPU, said once in the log."""
     wanted = (wanted or "CPU").upper()
     family = wanted.split(":")[0].split(".")[0]
@@ -31,61 +36,217 @@ def choose_device(core, wanted):
         raise ValueError(f"device '{wanted}' is not one of {', '.join(DEVICES)}")
     if family == "AUTO" or any(d.split(".")[0] == family for d in core.available_devices):
         return wanted
-    log.warning("OpenVINO device %s is not available here (have %s); using CPU", wanted, core.available_devices)
+    if wanted not in _FALLBACKS_LOGGED:  # a model is built more than once (threads measured, reloads)
+        _FALLBACKS_LOGGED.add(wanted)
+        log.warning("OpenVINO device %s is not available here (have %s); using CPU", wanted, core.available_devices)
     return "CPU"
+
+
+_FALLBACKS_LOGGED: set = set()
+
+
+# Output names of an anomalib export (anomalib 1.x and 2.x, `anomalib export --export_type openvino`).
+ANOMALIB_OUTPUTS = {"pred_score", "pred_label", "anomaly_map", "pred_mask"}
+
+
+class ChosenOutputs(NamedTuple):
+    """Indices of the model outputs the plugin reads; None where the model has no such output."""
+    mask: int          # the defect map the regions come from
+    anomaly_map: int | None  # thresholded instead of `mask` when a call passes a threshold
+    score: int | None  # image-level anomaly score (anomalib's pred_score)
+    label: int | None  # image-level verdict (anomalib's pred_label)
+    anomalib: bool     # the outputs are an anomalib export's
+
+
+def choose_outputs(model: ov.Model, output: str | None = None) -> ChosenOutputs:
+    """Which output holds the defect map, picked by name: `output` if configured; else pred_mask;
+    else anomaly_map (thresholded); else the only output. A model's first output may be a score."""
+    index = {}
+    for i, port in enumerate(model.outputs):
+        for name in port.get_names():
+            index.setdefault(name, i)
+    listed = ", ".join(sorted(index)) or "none named"
+    if output:
+        if output not in index:
+            raise ValueError(f"defect.output '{output}' is not an output of the model (it has: {listed})")
+        mask, anomaly_map = index[output], None
+    elif "pred_mask" in index:
+        mask, anomaly_map = index["pred_mask"], index.get("anomaly_map")
+    elif "anomaly_map" in index:
+        mask = anomaly_map = index["anomaly_map"]
+    elif len(model.outputs) == 1:
+        mask, anomaly_map = 0, None
+    else:
+        raise ValueError(f"the model has {len(model.outputs)} outputs ({listed}); "
+                         "name the one with the defect map in defect.output")
+    return ChosenOutputs(mask, anomaly_map, index.get("pred_score"), index.get("pred_label"),
+                         bool(ANOMALIB_OUTPUTS & set(index)))
+
+
+def input_layout_and_size(model: ov.Model, input_size: Any = None) -> tuple[str, tuple[int, int]]:
+    """("NCHW" or "NHWC", (width, height)) of the image input.
+
+    Dynamic height and width take `input_size`, else the size the model implies."""
+    shape = model.input().get_partial_shape()
+    if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+        raise ValueError(f"input shape {shape} is not an NCHW or NHWC colour image")
+    dims = [d.get_length() if d.is_static else None for d in shape]
+    if dims[1] == 3:
+        layout, height, width = "NCHW", dims[2], dims[3]
+    elif dims[3] == 3:
+        layout, height, width = "NHWC", dims[1], dims[2]
+    else:
+        raise ValueError(f"input shape {shape} is not an NCHW or NHWC colour image (3 channels)")
+    configured = parse_size(input_size)
+    if height is not None and width is not None:
+        if configured and configured != (width, height):
+            raise ValueError(f"the model's input is fixed at {width}x{height}; "
+                             f"defect.input_size {configured[0]}x{configured[1]} cannot apply")
+        return layout, (width, height)
+    size = configured or implied_size(model)
+    if size is None:
+        raise ValueError(f"input shape {shape} has a dynamic height and width and nothing in the model "
+                         "implies a size: set defect.input_size to [width, height]")
+    # A half-dynamic input ([?,3,256,?]) keeps its fixed side.
+    return layout, (width or size[0], height or size[1])
+
+
+def parse_size(value: Any) -> tuple[int, int] | None:
+    """defect.input_size (null, a number: square, or [width, height]) -> (width, height), by the
+    config schema's rule, for callers that pass a constructor an unchecked value."""
+    size = check_value("defect", "input_size", list(value) if isinstance(value, tuple) else value)
+    return None if size is None else (size[0], size[1])
+
+
+def implied_size(model: ov.Model) -> tuple[int, int] | None:
+    """(width, height) the model itself implies for a dynamic input: OpenVINO Model API metadata
+    (rt_info model_info image_shape "H W", or orig_height/orig_width), else the largest fixed
+    spatial size among its 3-D and 4-D outputs (anomalib: anomaly_map [?,1,256,256])."""
+    def info(key):
+        if model.has_rt_info(["model_info", key]):
+            return [int(v) for v in re.findall(r"\d+", model.get_rt_info(["model_info", key]).astype(str))]
+        return []
+    shape = info("image_shape")
+    if len(shape) >= 2:
+        return shape[1], shape[0]
+    height, width = info("orig_height"), info("orig_width")
+    if height and width:
+        return width[0], height[0]
+    sizes = []
+    for port in model.outputs:
+        shape = port.get_partial_shape()
+        if shape.rank.is_static and shape.rank.get_length() in (3, 4) and shape[-1].is_static and shape[-2].is_static:
+            sizes.append((shape[-1].get_length(), shape[-2].get_length()))
+    sizes = [s for s in sizes if min(s) > 1]
+    return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+
+
+def input_scale_for(model: ov.Model, outputs: ChosenOutputs, input_scale: float | None = None) -> float:
+    """The value the model's input expects for a full-intensity pixel: 255 (pixels as they are) or 1.
+
+    Integer inputs take pixels as they are. A float input takes `input_scale` if set; else
+    anomalib exports (which normalise inside the graph from RGB in [0, 1]) get 1, others 255."""
+    element = model.input().get_element_type()
+    if not element.is_real():
+        if input_scale not in (None, 255):
+            raise ValueError(f"defect.input_scale {input_scale} needs a float input; the model's is {element}")
+        return 255
+    if input_scale is None:
+        return 1 if outputs.anomalib else 255
+    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not 0 < input_scale <= 65535:
+        raise ValueError(f"defect.input_scale must be a positive number (1 or 255), got {input_scale!r}")
+    return float(input_scale)
 
 
 class DefectSegmenter:
     """One compiled segmentation model; `inspect(bgr)` returns the defect report."""
 
-    def __init__(self, model_path, device="CPU", threshold=0.5, color="RGB", min_area=0, jpeg_quality=80,
-                 threads=0):
+    def __init__(self, model_path: str, device: str = DEFAULTS["device"], threshold: float = DEFAULTS["threshold"],
+                 color: str = DEFAULTS["color"], min_area: float = DEFAULTS["min_area"],
+                 jpeg_quality: int = DEFAULTS["jpeg_quality"], threads: int = DEFAULTS["threads"],
+                 input_size: Any = DEFAULTS["input_size"], input_scale: float | None = DEFAULTS["input_scale"],
+                 output: str | None = DEFAULTS["output"]):
+        """Values as settings.load_settings validates them (defaults: the config schema's).
+
+        input_size: (width, height) for a model whose input height and width are dynamic
+        (default: what its metadata or outputs imply). input_scale: the value a float input
+        expects for a full-intensity pixel, 255 or 1 (default: 1 for anomalib exports, else 255).
+        output: the name of the output that holds the defect map (default: see `choose_outputs`)."""
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")
         core = ov.Core()
         model = core.read_model(model_path)
         if len(model.inputs) != 1:
             raise ValueError(f"{model_path} has {len(model.inputs)} inputs; a one-image segmenter is needed")
-        shape = model.input().get_partial_shape().to_shape()
-        if len(shape) != 4 or 3 not in (shape[1], shape[3]):
-            raise ValueError(f"{model_path} input shape {shape} is not an NCHW or NHWC colour image")
-        layout = "NCHW" if shape[1] == 3 else "NHWC"
-        self.height, self.width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+        outputs = choose_outputs(model, output)
+        layout, (self.width, self.height) = input_layout_and_size(model, input_size)
+        if model.input().get_partial_shape().is_dynamic:
+            # One frame at a fixed size: a static graph, and our resize is faster than the graph's
+            # (anomalib's export resizes inside; measured 27 vs 27-40 ms VGA to 720p, see README).
+            model.reshape([1, 3, self.height, self.width] if layout == "NCHW" else [1, self.height, self.width, 3])
+        scale = input_scale_for(model, outputs, input_scale)
         # The graph takes our decoded frame as it is (uint8 NHWC BGR) and converts
-        # colour order, layout and element type itself, fused into the first layer.
+        # colour order, layout, element type and scale itself, fused into the first layer.
         ppp = PrePostProcessor(model)
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")) \
             .set_color_format(ColorFormat.BGR)
         ppp.input().model().set_layout(ov.Layout(layout))
-        ppp.input().preprocess().convert_color(ColorFormat.RGB if color.upper() == "RGB" else ColorFormat.BGR)
+        steps = ppp.input().preprocess()
+        steps.convert_color(ColorFormat.RGB if color.upper() == "RGB" else ColorFormat.BGR)
+        if scale != 255:
+            steps.convert_element_type(ov.Type.f32).scale(255.0 / scale)
         model = ppp.build()
         self.device = choose_device(core, device)
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if threads and self.device == "CPU":
             # The default model is memory-bound pooling on one channel: 1 thread was faster
             # and steadier than 2 on a 2-core box, and leaves a core for kuiperd and decoding.
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+            config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, self.device, config)
         self.request = self.compiled.create_infer_request()
         self.lock = threading.Lock()  # one infer request, one call at a time
-        self.threshold = float(threshold)
-        self.min_area = float(min_area)
-        self.jpeg_quality = int(jpeg_quality)
+        self.outputs = outputs
+        self.threshold = threshold
+        self.min_area = min_area
+        self.jpeg_quality = jpeg_quality
 
     @property
-    def size(self):
+    def size(self) -> tuple[int, int]:
         """(width, height) of the model input."""
         return int(self.width), int(self.height)
 
     decode_size = size  # the resize to the model input area-averages; no need for more pixels
 
-    def segment(self, model_input, threshold=None):
-        """Defect mask (uint8 0/1, model size) for a BGR image already resized to the model size."""
-        with self.lock:
-            output = self.request.infer([model_input[np.newaxis]])[0]
-        return mask_from_output(output, self.threshold if threshold is None else threshold)
+    def segment(self, model_input: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Defect mask (uint8 0/1, output size) for a BGR image already resized to the model size."""
+        return self.predict(model_input, threshold)[0]
 
-    def inspect(self, bgr, threshold=None, original_size=None, with_picture=True):
+    def predict(self, model_input: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, dict]:
+        """(mask, image-level fields) for a BGR image already resized to the model size.
+
+        The fields are those the model has: `score` (anomalib's pred_score) and `anomalous`
+        (its pred_label). Without a threshold argument the mask and the verdict are the model's
+        own (pred_mask, pred_label); with one, they are anomaly_map and pred_score above it.
+        """
+        with self.lock:
+            results = self.request.infer([model_input[np.newaxis]])
+        chosen = self.outputs
+        fields = {}
+        score = None if chosen.score is None else float(np.asarray(results[chosen.score]).reshape(-1)[0])
+        if score is not None:
+            fields["score"] = round(score, 4)
+        if threshold is not None and chosen.anomaly_map is not None:
+            mask = mask_from_output(results[chosen.anomaly_map], threshold)
+        else:
+            mask = mask_from_output(results[chosen.mask], self.threshold if threshold is None else threshold)
+        if threshold is not None and score is not None:
+            fields["anomalous"] = score > threshold
+        elif chosen.label is not None:
+            fields["anomalous"] = bool(np.asarray(results[chosen.label]).reshape(-1)[0])
+        return mask, fields
+
+    def inspect(self, bgr: np.ndarray, threshold: float | None = None, original_size: tuple[int, int] | None = None,
+                with_picture: bool = True) -> dict:
         """Defect report for a BGR image of any size.
 
         original_size: (w, h) of the image before a reduced decode, so boxes are
@@ -96,18 +257,19 @@ class DefectSegmenter:
         # and several times faster below 2x (measured in bench/).
         shrink = max(bgr.shape[1] / self.width, bgr.shape[0] / self.height)
         model_input = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR)
-        mask = self.segment(model_input, threshold)
+        mask, fields = self.predict(model_input, threshold)
         elapsed_ms = (time.perf_counter() - started) * 1000
         width, height = original_size or (bgr.shape[1], bgr.shape[0])
-        defects = regions(mask, width / self.width, height / self.height, self.min_area)
+        # The mask may be smaller than the input (anomalib: 256x256 whatever input_size is).
+        defects = regions(mask, width / mask.shape[1], height / mask.shape[0], self.min_area)
         report = {"inference time": round(elapsed_ms, 2), "defect": len(defects), "defects": defects,
-                  "width": width, "height": height}
+                  **fields, "width": width, "height": height}
         if with_picture:
             report["base64"] = side_by_side_jpeg(model_input, mask, self.jpeg_quality)
         return report
 
 
-def mask_from_output(output, threshold):
+def mask_from_output(output: Any, threshold: float) -> np.ndarray:
     """0/1 mask (H, W) from the common segmentation output layouts.
 
     [1,1,H,W] / [1,H,W] float: probability, thresholded; [1,C,H,W] float: class
@@ -120,12 +282,12 @@ def mask_from_output(output, threshold):
         return (np.argmax(output[0], axis=0) != 0).astype(np.uint8)
     if output.ndim != 3:
         raise ValueError(f"segmentation output of shape {output.shape} is not [1,C,H,W], [1,1,H,W] or [1,H,W]")
-    if np.issubdtype(output.dtype, np.integer):
+    if np.issubdtype(output.dtype, np.integer) or output.dtype == bool:  # class map, or a mask (pred_mask)
         return (output[0] != 0).astype(np.uint8)
     return (output[0] > threshold).astype(np.uint8)
 
 
-def regions(mask, scale_x, scale_y, min_area=0):
+def regions(mask: np.ndarray, scale_x: float, scale_y: float, min_area: float = 0) -> list[dict]:
     """Separate defect regions (outer contours; holes do not count) as boxes in input pixels."""
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     found = []
@@ -143,35 +305,79 @@ def regions(mask, scale_x, scale_y, min_area=0):
     return sorted(found, key=lambda d: (d["y"], d["x"]))
 
 
-def side_by_side_jpeg(model_input, mask, quality):
+def side_by_side_jpeg(model_input: np.ndarray, mask: np.ndarray, quality: int) -> str:
     """Base64 JPEG: the input at model size, and the mask in white, side by side."""
+    if mask.shape != model_input.shape[:2]:
+        mask = cv2.resize(mask, (model_input.shape[1], model_input.shape[0]), interpolation=cv2.INTER_NEAREST)
     picture = np.hstack([model_input, cv2.cvtColor(mask * 255, cv2.COLOR_GRAY2BGR)])
     ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return base64.b64encode(jpeg.tobytes()).decode("ascii")
 
 
-def segmenter_from_settings(settings):
+def segmenter_from_settings(settings: Settings) -> DefectSegmenter:
+    """The segmenter that validated settings (settings.load_settings) describe."""
     conf = settings["defect"]
-    return DefectSegmenter(conf["model"], conf.get("device", "CPU"), conf.get("threshold", 0.5),
-                           conf.get("color", "RGB"), conf.get("min_area", 0), conf.get("jpeg_quality", 80),
-                           conf.get("threads", 0))
+    return DefectSegmenter(conf["model"], conf["device"], conf["threshold"], conf["color"], conf["min_area"],
+                           conf["jpeg_quality"], conf["threads"], conf["input_size"], conf["input_scale"],
+                           conf["output"])
 
 
-def main(argv):
-    logging.basicConfig(level=logging.INFO)
-    path = argv[1] if len(argv) > 1 else os.path.join(PLUGIN_DIR, "models", "sample_surface.png")
-    settings = load_settings()
-    segmenter = segmenter_from_settings(settings)
-    with open(path, "rb") as f:
-        pixels, size = decode_image(f.read(), settings["input"]["max_pixels"], settings["input"]["max_bytes"],
-                                    segmenter.decode_size)
-    report = segmenter.inspect(pixels, original_size=size)
-    picture = os.path.join(PLUGIN_DIR, "build", "inference.jpg")
-    os.makedirs(os.path.dirname(picture), exist_ok=True)
-    with open(picture, "wb") as f:
-        f.write(base64.b64decode(report["base64"]))
-    print(json.dumps({**report, "base64": f"<{len(report['base64'])} chars, written to {picture}>"}))
+def picture_path(out: str, image: str, several: bool) -> str:
+    """--out names the picture's file, or with several images (or a folder) the folder for them."""
+    if several or os.path.isdir(out) or out.endswith(os.sep):
+        os.makedirs(out, exist_ok=True)
+        return os.path.join(out, os.path.splitext(os.path.basename(image))[0] + ".jpg")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="inference.py", description="Find surface defects with the plugin's OpenVINO model: one JSON line per "
+        "image, {\"image\", \"ms\", \"result\"}, where result is what inference(image, threshold) returns "
+        "(its base64 picture shortened; --out writes it).",
+        epilog="Unset options come from the plugin's config (config.json, DEFECT_CONFIG, DEFECT_MODEL, "
+        "DEFECT_DEVICE, DEFECT_COLOR). Exit status: 0 all served, 1 an image failed (one line on stderr each), "
+        "2 nothing could run.")
+    command_line.add_images_argument(parser, SAMPLE_IMAGE)
+    parser.add_argument("-t", "--threshold", type=command_line.config_type("defect", "threshold"), metavar="P",
+                        help="defect probability from 0 to 1, as inference's second argument "
+                             "(default: none, so defect.threshold or an anomalib model's own mask)")
+    parser.add_argument("-m", "--model", help="OpenVINO IR .xml, .onnx or .tflite (default: defect.model)")
+    parser.add_argument("-d", "--device", type=command_line.config_type("defect", "device"),
+                        help=f"{', '.join(DEVICES)} (default: defect.device)")
+    parser.add_argument("--threads", type=command_line.config_type("defect", "threads"), metavar="N",
+                        help="OpenVINO CPU threads, 0: OpenVINO's choice (default: defect.threads)")
+    parser.add_argument("-o", "--out", metavar="PATH",
+                        help="write the side-by-side picture (input at model size | mask) to this JPEG; "
+                             "with several images, into this folder as <image name>.jpg")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")  # the device fallback line
+    try:
+        settings = command_line.with_overrides(load_settings(), "defect", model=command_line.absolute(args.model),
+                                               device=args.device, threads=args.threads)
+    except ConfigError as e:
+        command_line.fail(parser.prog, str(e))
+    try:
+        segmenter = segmenter_from_settings(settings)
+    except Exception as e:  # whatever OpenVINO raises: one line, as the plugin answers
+        command_line.fail(parser.prog, f"defect model could not be loaded: {first_line(e)}")
+    limits = settings["input"]
+    several = len(args.images) > 1 or any(os.path.isdir(path) for path in args.images)
+
+    def serve(path: str, data: bytes) -> dict:
+        pixels, size = decode_image(data, limits["max_pixels"], limits["max_bytes"], segmenter.decode_size)
+        report = segmenter.inspect(pixels, args.threshold, size)
+        note = f"<{len(report['base64'])} chars"
+        if args.out:
+            picture = picture_path(args.out, path, several)
+            with open(picture, "wb") as f:
+                f.write(base64.b64decode(report["base64"]))
+            note += f", written to {picture}"
+        return {**report, "base64": note + ">"}
+
+    return command_line.serve_images(parser.prog, args.images, SAMPLE_IMAGE, serve)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    sys.exit(main())
