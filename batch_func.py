@@ -13,11 +13,13 @@ import contextlib
 import logging
 import queue
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
 
-from function_server import first_line
-from image_input import InputError, decode_image
-from label_func import Inference, LabelImage, ModelFunction, ModelUnavailable
+from errors import InputError, ModelUnavailable, first_line
+from image_input import decode_image
+from label_func import Inference, LabelImage, ModelFunction
 from thread_tuning import usable_cores
 
 log = logging.getLogger(__name__)
@@ -30,17 +32,17 @@ class ModelCopies:
     come from the first copy: the copies are built from the same files.
     """
 
-    def __init__(self, models):
+    def __init__(self, models: list[Any]):
         self.models = models
         self.free = queue.SimpleQueue()
         for model in models:
             self.free.put(model)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.models[0], name)
 
     @contextlib.contextmanager
-    def borrowed(self):
+    def borrowed(self) -> Iterator[Any]:
         model = self.free.get()
         try:
             yield model
@@ -51,14 +53,14 @@ class ModelCopies:
 class BatchFunction(ModelFunction):
     """The window form of a per-frame function (the second base class: its section, checks and run)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: dict):
         super().__init__(settings)
         conf = settings["batch"]
         self.workers = int(conf.get("workers") or 0) or usable_cores()
         self.budget_seconds = float(conf["budget_seconds"])
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
 
-    def load_model(self):
+    def load_model(self) -> ModelCopies:
         # One single-threaded copy per worker: N frames on N cores without the
         # copies' own thread pools fighting over them.
         single = self.with_threads(1)
@@ -66,13 +68,13 @@ class BatchFunction(ModelFunction):
         log.info("%s: %d workers, each with its own model copy at 1 thread", self.name, self.workers)
         return models
 
-    def validate(self, args):
+    def validate(self, args: list | None) -> str:
         # A rule that uses the function is being created: load now, so its first window is served.
         if not self.load_started:
             self.start_loading()
         return super().validate(args)
 
-    def exec(self, args, ctx):
+    def exec(self, args: list, ctx: Any) -> list:
         started = time.monotonic()
         if not 1 <= len(args) <= 2:
             raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
@@ -88,7 +90,7 @@ class BatchFunction(ModelFunction):
         models = self.ready_model()
         deadline = started + self.budget_seconds
         futures = [self.pool.submit(self.serve_frame, models, frame, option, deadline)
-                   for frame, option in zip(frames, options)]
+                   for frame, option in zip(frames, options, strict=True)]
         wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         results = []
         for future in futures:
@@ -99,7 +101,7 @@ class BatchFunction(ModelFunction):
                 results.append(self.over_budget(len(frames)))
         return results
 
-    def serve_frame(self, models, frame, option, deadline):
+    def serve_frame(self, models: ModelCopies, frame: Any, option: Any, deadline: float) -> Any:
         """One window element: the per-frame function's answer, or {"error": one line}."""
         if time.monotonic() >= deadline:
             return self.over_budget()
@@ -116,12 +118,12 @@ class BatchFunction(ModelFunction):
             log.exception("%s: unexpected error on one frame", self.name)
             return {"error": f"internal error: {first_line(e)}"}
 
-    def over_budget(self, frames=None):
+    def over_budget(self, frames: int | None = None) -> dict:
         window = f" for a window of {frames} frames" if frames else ""
         return {"error": f"not served within the {self.budget_seconds:g} s budget{window} "
                          f"(batch.budget_seconds, under kuiperd's 5 s per call); use smaller windows"}
 
-    def is_aggregate(self):
+    def is_aggregate(self) -> bool:
         return True
 
 

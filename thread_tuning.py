@@ -8,13 +8,18 @@ plugin runs on, once, while the model loads.
 import logging
 import os
 import statistics
+import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 Model = TypeVar("Model")
 WARMUP_CALLS = 2
 TIMED_ROUNDS = 8
+# Both models load at once in their own threads; measured at the same time, each would time the
+# other's probes as well and the all-cores candidate would lose unfairly. One at a time.
+MEASURING = threading.Lock()
 
 
 def usable_cores() -> int:
@@ -35,6 +40,11 @@ def fastest_threads(build: Callable[[int], Model], probe: Callable[[Model], obje
     if cores == 1:
         log.info("%s: 1 thread (1 core available)", what)
         return build(1)
+    with MEASURING:
+        return _faster(build, probe, what, cores)
+
+
+def _faster(build: Callable[[int], Model], probe: Callable[[Model], object], what: str, cores: int) -> Model:
     candidates = {threads: build(threads) for threads in (1, cores)}
     for model in candidates.values():
         for _ in range(WARMUP_CALLS):

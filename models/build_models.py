@@ -6,7 +6,9 @@
 - models/deeplabv3.xml + .bin: the fixture DeepLab v3 .tflite converted to IR, so
   the tests prove the IR path on a real learned network;
 - models/sample_surface.png: a synthetic surface with 3 defects, the default
-  image of `python inference.py`.
+  image of `python inference.py`;
+- models/sample_cat.jpg: the fixtures' cat.bmp as a small JPEG, the default image
+  of `python label.py` (made here, not committed: fixture images stay out of git).
 """
 import argparse
 import os
@@ -87,8 +89,11 @@ def main(argv):
     ov.save_model(deeplab, os.path.join(MODELS_DIR, "deeplabv3.xml"))
     sys.path.insert(0, os.path.join(MODELS_DIR, "..", "tests"))
     import cv2
+
     from synthetic_surface import surface_image
     cv2.imwrite(os.path.join(MODELS_DIR, "sample_surface.png"), surface_image(3, seed=7))
+    cat = cv2.imread(os.path.join(args.fixtures, "images", "cat.bmp"))
+    cv2.imwrite(os.path.join(MODELS_DIR, "sample_cat.jpg"), cat, [cv2.IMWRITE_JPEG_QUALITY, 85])
     print(f"models: wrote {sorted(os.listdir(MODELS_DIR))}")
 
 

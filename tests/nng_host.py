@@ -77,7 +77,8 @@ class PluginHost:
                     return self.control.sock.recv()
                 except pynng.Timeout:
                     if self.process.poll() is not None:
-                        raise RuntimeError(f"plugin exited with {self.process.returncode}:\n{self.output()[-3000:]}")
+                        raise RuntimeError(
+                            f"plugin exited with {self.process.returncode}:\n{self.output()[-3000:]}") from None
             raise RuntimeError(f"no handshake within {timeout} s:\n{self.output()[-3000:]}")
         finally:
             self.control.sock.recv_timeout = 3600 * 1000

@@ -51,7 +51,7 @@ def test_label_window_matches_the_per_frame_function(host):
     reply = host.exec("labelImageBatch", frames)
     assert reply["state"] is True, reply
     assert len(reply["result"]) == len(frames)
-    for name, frame, element in zip(PHOTOS, frames, reply["result"]):
+    for name, frame, element in zip(PHOTOS, frames, reply["result"], strict=True):
         scalar = host.exec("labelImage", frame)["result"]
         assert len(element) == 5, (name, element)
         assert_same_labels(element, scalar)
@@ -63,7 +63,7 @@ def test_inference_window_matches_the_per_frame_function(host):
              for n, size in ((0, (640, 480)), (1, (1280, 720)), (2, (1920, 1080)), (3, (640, 480)), (4, (1280, 720)))]
     reply = host.exec("inferenceBatch", [b64 for _, b64 in drawn])
     assert reply["state"] is True, reply
-    for (n, b64), element in zip(drawn, reply["result"]):
+    for (n, b64), element in zip(drawn, reply["result"], strict=True):
         scalar = host.exec("inference", b64)["result"]
         assert element["defect"] == scalar["defect"] == n
         assert element["defects"] == scalar["defects"]
@@ -80,7 +80,7 @@ def test_bad_frames_get_an_error_element_and_the_rest_is_served(host):
         reply = host.exec(symbol, window)
         assert reply["state"] is True, reply
         first, *errors, last = reply["result"]
-        for name, element in zip(names, errors):
+        for name, element in zip(names, errors, strict=True):
             assert set(element) == {"error"}, (name, element)
             assert bad[name][1] in element["error"] and "\n" not in element["error"], (name, element)
         assert "error" not in json.dumps(first)

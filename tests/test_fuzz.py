@@ -61,7 +61,8 @@ def test_fuzz_function(functions, index):
     function = functions[index]
     outcomes = {"result": 0, "error": 0}
 
-    @hsettings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 5000)), deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @hsettings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 5000)), deadline=None, database=None,
+               suppress_health_check=list(HealthCheck))
     @given(payload=payloads, extra=extra_args)
     def call(payload, extra):
         started = time.perf_counter()

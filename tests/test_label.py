@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from paths import fixture_path
 from image_input import decode_image
 from label import ImageLabeler, labeler_from_settings
+from paths import fixture_path
 from settings import load_settings
 
 
@@ -46,7 +46,8 @@ def test_another_model_through_config(settings):
     assert small.size == (128, 128)
     result = label_file(small, settings, "images", "cat.bmp")
     assert len(result) == 5
-    assert result[0]["label"] in {"286:Egyptian cat", "282:tabby, tabby cat", "283:tiger cat", "285:Siamese cat, Siamese"}
+    assert result[0]["label"] in {"286:Egyptian cat", "282:tabby, tabby cat", "283:tiger cat",
+                                  "285:Siamese cat, Siamese"}
 
 
 def test_k_limits_the_answer(labeler, settings):

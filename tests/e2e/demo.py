@@ -55,7 +55,7 @@ def run(client, mqtt_url, broker=None):
         jpeg = cv2.imencode(".jpg", surface_image(seq, seed=40 + seq))[1].tobytes()
         publisher.publish("openvino_demo", json.dumps({"seq": seq, "image": base64.b64encode(jpeg).decode()}).encode())
     print("\nekuiper/labels (labelImage(self)[0]->label):")
-    for name, message in zip(cats, sinks["tflite"].wait_for(len(cats), timeout=60)):
+    for name, message in zip(cats, sinks["tflite"].wait_for(len(cats), timeout=60), strict=False):
         print(f"  {name:14} -> {message.payload.decode()}")
     print("ekuiper/defect_count (surfaces with 0, 1, 2, 3 drawn defects):")
     for message in sinks["defect_count"].wait_for(4, timeout=60):

@@ -41,8 +41,10 @@ if __name__ == "__main__":
 def test_portable_plugin_roundtrip(kuiperd, kuiper, mosquitto, mqtt_pub, mqtt_sub, unique, tmp_path):
     """Install a tiny Python portable plugin from a local zip and call it on a BINARY stream."""
     import base64
-    import harness
+
     import pytest
+
+    import harness
 
     src = tmp_path / "e2eprobe"
     src.mkdir()

@@ -7,8 +7,7 @@ by one test only, so mosquitto's subscribe log tells when the rule is live.
 import json
 from collections import Counter
 
-from scenarios import (CAT_FILES, CAT_LABEL, decode_b64_gray, image_bytes, mask_regions, settle,
-                       surfaces)
+from scenarios import CAT_FILES, CAT_LABEL, decode_b64_gray, image_bytes, mask_regions, settle, surfaces
 
 
 def test_tflite_tutorial_labels_cat_frames(kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub):

@@ -1,0 +1,85 @@
+"""The code's shape: the zip ships exactly the plugin's modules, imports point down, hooks are declared.
+
+README's Development section states the rules these tests hold.
+"""
+import ast
+import glob
+import os
+import re
+
+import pytest
+
+from label_func import ModelFunction
+from paths import REPO
+
+# Lower layers never import higher ones. A new plugin module gets a layer here.
+LAYERS = {
+    "errors": 0,
+    "settings": 1, "image_input": 1, "thread_tuning": 1, "supervisor": 1, "rule_revival": 1,
+    "command_line": 2,
+    "label": 3, "inference": 3, "function_server": 3,
+    "label_func": 4,
+    "batch_func": 5,
+    "worker": 6,
+    "main": 7,
+}
+
+
+def makefile_list(name):
+    with open(os.path.join(REPO, "Makefile")) as f:
+        text = f.read().replace("\\\n", " ")
+    return re.search(rf"^{name} :=(.*)$", text, re.MULTILINE).group(1).split()
+
+
+def top_level_modules():
+    return sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "*.py")))
+
+
+def test_the_zip_ships_exactly_the_top_level_modules():
+    """Everything kuiperd loads is a top-level module, and every top-level module is in the zip;
+    processes kuiperd never loads (services, bridges) live in a folder of their own."""
+    shipped = sorted(f[:-3] for f in makefile_list("PLUGIN_FILES") if f.endswith(".py"))
+    assert shipped == top_level_modules()
+
+
+def test_every_module_has_a_layer():
+    assert sorted(LAYERS) == top_level_modules()
+
+
+def plugin_imports(module):
+    """Plugin modules that `module` imports, anywhere in it (lazy imports inside functions too)."""
+    with open(os.path.join(REPO, f"{module}.py")) as f:
+        tree = ast.parse(f.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(LAYERS)
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_imports_point_down(module):
+    upward = {name: LAYERS[name] for name in plugin_imports(module) if LAYERS[name] >= LAYERS[module]}
+    assert not upward, f"{module} (layer {LAYERS[module]}) imports {upward}"
+
+
+def test_pure_logic_has_no_ekuiper():
+    for module in ("label", "inference", "image_input", "settings", "errors", "command_line"):
+        with open(os.path.join(REPO, f"{module}.py")) as f:
+            assert "ekuiper" not in f.read(), module
+
+
+def test_model_functions_declare_their_hooks():
+    assert ModelFunction.__abstractmethods__ >= {"build", "check_option", "run"}
+
+    class NoRun(ModelFunction):
+        def build(self, settings):
+            return None
+
+        def check_option(self, option, model):
+            return option
+
+    with pytest.raises(TypeError, match="abstract method.*run"):
+        NoRun({})
