@@ -6,9 +6,9 @@ offers several functions, and this module works around both:
 1. kuiperd stores every function's START command under the same key
    (plugin_ins_manager.go), so when the plugin process is restarted (hot update,
    re-install) it replays START for only one function; the others would time out
-   until kuiperd restarts. So the plugin serves every function from the start,
-   dialling each channel in the background: nng connects whenever kuiperd
-   listens, now or later, and a START for a function already served is a no-op.
+   until kuiperd restarts. So the plugin's worker serves every function from the
+   start, dialling each channel in the background: nng connects whenever kuiperd
+   listens, now or later, and START (which the supervisor gets) only confirms.
 2. The SDK answers an exception with its whole traceback; a rule should show one
    line. OneLineErrorRuntime catches the plugin's own errors.
 """
@@ -16,9 +16,12 @@ import json
 import logging
 import threading
 
+from ekuiper import Function
 from ekuiper.runtime.connection import PairChannel
 from ekuiper.runtime.function import FunctionRuntime, encode_reply
 from pynng import Req0
+
+from errors import first_line
 
 log = logging.getLogger(__name__)
 FUNCTION_URL = "ipc:///tmp/func_{}.ipc"  # kuiperd's CreateFunctionChannel
@@ -27,7 +30,7 @@ FUNCTION_URL = "ipc:///tmp/func_{}.ipc"  # kuiperd's CreateFunctionChannel
 class BackgroundDialChannel(PairChannel):
     """The SDK's function channel, dialled without blocking (the SDK gives up after 5 s and exits)."""
 
-    def __init__(self, symbol):
+    def __init__(self, symbol: str):
         # Same options as the SDK: a 5 s receive timeout drives its keepalive handshakes.
         self.sock = Req0(recv_timeout=5000, resend_time=0)
         self.sock.recv_max_size = 0
@@ -37,14 +40,14 @@ class BackgroundDialChannel(PairChannel):
 class OneLineErrorRuntime(FunctionRuntime):
     """The SDK's function runtime on a background-dialled channel, with one-line errors."""
 
-    def __init__(self, symbol, function, expected_errors):
+    def __init__(self, symbol: str, function: Function, expected_errors: tuple[type[Exception], ...]):
         self.s = function
         self.ch = BackgroundDialChannel(symbol)
         self.running = False
         self.key = f"func_{symbol}"
         self.expected_errors = expected_errors
 
-    def do_run(self, req):
+    def do_run(self, req: bytes) -> bytes:
         try:
             request = json.loads(req)
             if request.get("func") != "Exec":
@@ -58,26 +61,20 @@ class OneLineErrorRuntime(FunctionRuntime):
             return encode_reply(False, f"internal error: {first_line(e)}")
 
 
-def first_line(error):
-    """An exception as one line: its type and the first line of its message."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 class FunctionServer:
     """Keeps one running runtime per function symbol."""
 
-    def __init__(self, functions, expected_errors):
+    def __init__(self, functions: dict[str, Function], expected_errors: tuple[type[Exception], ...]):
         self.functions = functions
         self.expected_errors = expected_errors
         self.runtimes = {}
         self.lock = threading.Lock()
 
-    def serve_all(self):
+    def serve_all(self) -> None:
         for symbol in self.functions:
             self.ensure_serving(symbol)
 
-    def ensure_serving(self, symbol):
+    def ensure_serving(self, symbol: str) -> None:
         with self.lock:
             runtime = self.runtimes.get(symbol)
             if runtime is not None and runtime.is_running():
@@ -87,14 +84,9 @@ class FunctionServer:
             self.runtimes[symbol] = runtime
             threading.Thread(target=runtime.run, name=f"func-{symbol}", daemon=True).start()
 
-    def sdk_runtime_factory(self, ctrl, function):
-        """Stands in for the SDK's FunctionRuntime class when kuiperd sends START."""
-        self.ensure_serving(ctrl["symbolName"])
-        return AlreadyServed()
-
 
 class AlreadyServed:
-    """What the SDK's START handler gets back: its thread has nothing left to do."""
+    """What the SDK's START handler gets back (the worker serves every channel): nothing left to do."""
 
-    def run(self):
+    def run(self) -> None:
         pass

@@ -1,8 +1,10 @@
 """Entry point kuiperd starts as `python -u main.py '<json conf>'`, cwd = plugin dir.
 
-Only wiring: pick the plugin's own Python, load the settings, start loading both
-models in the background, serve the per-frame and the window functions, hand
-control to the eKuiper SDK.
+Only wiring. Pick the plugin's own Python, load the settings, then either
+- (kuiperd's process) supervise: answer kuiperd's control channel through the eKuiper
+  SDK and keep a worker running (supervisor.py); it loads no model and stays small;
+- (`--worker`, the child) load both models in the background and serve the per-frame
+  and the window functions on their own channels (worker.py).
 """
 import logging
 import os
@@ -19,27 +21,57 @@ if os.path.isfile(os.path.join(PLUGIN_VENV, "bin", "python")) and \
     venv_python = os.path.join(PLUGIN_VENV, "bin", "python")
     os.execv(venv_python, [venv_python, "-u", os.path.abspath(__file__), *sys.argv[1:]])
 
-from ekuiper import PluginConfig, plugin  # noqa: E402
-from ekuiper.runtime import plugin as sdk_plugin  # noqa: E402
+import json  # noqa: E402
 
-from batch_func import InferenceBatch, LabelImageBatch  # noqa: E402
-from function_server import FunctionServer  # noqa: E402
-from image_input import InputError  # noqa: E402
-from label_func import Inference, LabelImage, ModelUnavailable  # noqa: E402
-from settings import load_settings  # noqa: E402
+from settings import load_plugin_settings  # noqa: E402
 
-if __name__ == "__main__":
-    # The SDK adds its log handler (stdout, which kuiperd logs) only in plugin.start();
-    # a library logging before that would make Python add a second, stderr handler.
-    logging.getLogger().addHandler(logging.NullHandler())
-    settings = load_settings()
+
+def supervise(settings):
+    from ekuiper import PluginConfig, plugin
+    from ekuiper.runtime import plugin as sdk_plugin
+
+    from function_server import AlreadyServed
+    from supervisor import Supervisor, log_to_stdout, worker_command
+
+    log_to_stdout()
+    sdk_plugin.init_vars = lambda config: None  # logging is set up above, once
+    conf = settings["worker"]
+    Supervisor(worker_command(os.path.abspath(__file__)), conf["max_restarts"], conf["restart_window_seconds"],
+               conf["max_rss_mb"]).start()
+    # The worker serves every function channel itself; kuiperd's START only needs an "ok".
+    sdk_plugin.FunctionRuntime = lambda ctrl, function: AlreadyServed()
+    with open(os.path.join(PLUGIN_DIR, "defect.json"), encoding="utf-8") as f:
+        names = json.load(f)["functions"]
+    # kuiperd v2.4.2 may restore a rule before it registers the plugin, and never retry it.
+    from rule_revival import revive_in_background
+    revive_in_background(PLUGIN_DIR, names)
+    plugin.start(PluginConfig("defect", {}, {}, {name: (lambda: None) for name in names}))
+
+
+def serve_in_worker(settings, config_error):
+    import worker
+    from batch_func import InferenceBatch, LabelImageBatch
+    from errors import InputError, ModelUnavailable
+    from function_server import FunctionServer
+    from label_func import Inference, LabelImage
+
+    worker.die_with_supervisor()
+    worker.log_to_stdout()
     per_frame = [LabelImage(settings), Inference(settings)]
-    for function in per_frame:
-        function.start_loading()
     # The window functions load their per-core model copies when a rule first uses them.
     functions = {f.name: f for f in (*per_frame, LabelImageBatch(settings), InferenceBatch(settings))}
-    # Serve every function now and for good; kuiperd's START only confirms (see function_server.py).
+    worker.crash_if_marked(functions.values())
     server = FunctionServer(functions, expected_errors=(InputError, ModelUnavailable))
-    server.serve_all()
-    sdk_plugin.FunctionRuntime = server.sdk_runtime_factory
-    plugin.start(PluginConfig("defect", {}, {}, {name: (lambda f=f: f) for name, f in functions.items()}))
+    worker.serve_forever(functions, server, load_now=per_frame, config_error=config_error)
+
+
+if __name__ == "__main__":
+    # Until logging is set up, a library that logs must not make Python add a stderr handler.
+    logging.getLogger().addHandler(logging.NullHandler())
+    # A bad config must not stop the plugin (kuiperd would not restart it): the schema's defaults
+    # run it, and the worker answers every call with the config error's one line.
+    settings, config_error = load_plugin_settings()
+    if sys.argv[1:] == ["--worker"]:
+        serve_in_worker(settings, config_error)
+    else:
+        supervise(settings)

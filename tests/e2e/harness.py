@@ -128,7 +128,7 @@ class Mosquitto:
     def url(self) -> str:
         return f"tcp://{self.host}:{self.port}"
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         binary = ensure_mosquitto()
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
@@ -229,7 +229,7 @@ def private_tmp_command(command: list[str]) -> list[str]:
 
 class Kuiperd:
     def __init__(self, home: Path, mqtt_url: str, version: str = KUIPER_VERSION,
-                 extra_env: dict[str, str] | None = None, private_tmp: bool = False):
+                 extra_env: dict[str, str | None] | None = None, private_tmp: bool = False):
         """private_tmp: run with a /tmp of its own (see private_tmp_command), beside another kuiperd.
         Its home must then lie outside /tmp, which it no longer sees."""
         self.home = Path(home)
@@ -274,7 +274,8 @@ class Kuiperd:
             "MQTT_SOURCE__DEFAULT__SERVER": self.mqtt_url,
         })
         env.update(self.extra_env)
-        return env
+        # A None in extra_env unsets the variable, e.g. KUIPER__PORTABLE__PYTHONBIN to leave it to kuiper.yaml.
+        return {k: v for k, v in env.items() if v is not None}
 
     def _prepare_home(self, binary: Path) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -285,7 +286,7 @@ class Kuiperd:
                   "plugins/functions", "plugins/wasm"):
             (self.home / d).mkdir(parents=True, exist_ok=True)
 
-    def start(self, timeout: float = 60) -> "Kuiperd":
+    def start(self, timeout: float = 60) -> Kuiperd:
         if not self.private_tmp:
             self._lock = open(KUIPERD_LOCK, "w")
             try:
@@ -324,18 +325,35 @@ class Kuiperd:
         return {"mqtt": {"server": self.mqtt_url, "topic": topic, "qos": 1, **props}}
 
     def plugin_pids(self, name: str) -> list[int]:
-        """Pids of portable plugin `name` run by this kuiperd. The REST status
-        has no pid; kuiperd starts `<pythonBin> -u <home>/plugins/portable/<name>/<exe> <conf json>`."""
+        """Pids of every process of portable plugin `name` run by this kuiperd (the defect plugin:
+        its supervisor and its worker). The REST status has no pid; kuiperd starts
+        `<pythonBin> -u <home>/plugins/portable/<name>/<exe> <conf json>`."""
         prefix = str(self.home / "plugins" / "portable" / name) + "/"
+        # Runs under .cache/isolated share /proc but each has its own /tmp, where pytest's
+        # tmp dirs get the same names: only processes in kuiperd's mount namespace are its own.
+        own_mounts = os.readlink("/proc/self/ns/mnt")
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                own_mounts = os.readlink(f"/proc/{self.proc.pid}/ns/mnt")  # private_tmp: a namespace of its own
         pids = []
         for d in Path("/proc").iterdir():
             if d.name.isdigit():
                 with contextlib.suppress(OSError):
-                    if any(a.startswith(prefix) for a in (d / "cmdline").read_bytes().decode(errors="replace").split("\0")):
+                    args = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                    if any(a.startswith(prefix) for a in args) and os.readlink(d / "ns" / "mnt") == own_mounts:
                         pids.append(int(d.name))
         return pids
 
-    def restart(self, timeout: float = 60) -> "Kuiperd":
+    def plugin_worker_pids(self, name: str) -> list[int]:
+        """The workers (`main.py --worker`) among plugin_pids: children of the supervisor kuiperd started."""
+        workers = []
+        for pid in self.plugin_pids(name):
+            with contextlib.suppress(OSError):
+                if b"--worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    workers.append(pid)
+        return workers
+
+    def restart(self, timeout: float = 60) -> Kuiperd:
         """Same home and ports: installed plugins and rules are reloaded from disk.
         The only way in v2.4.2 to bring every function of a hot-updated or
         crashed portable plugin back (see the harness report)."""

@@ -36,7 +36,7 @@ def test_two_kuiperds_share_one_topic_each_frame_once(mosquitto, mqtt_pub, mqtt_
                                     [node.mqtt_action(outs[i].topic, sendSingle=True)])
             node.client.wait_rule_running("count")
         mosquitto.wait_subscribed(f"$share/defect/{topic}", clients=2)
-        assert len({pid for node in nodes for pid in node.plugin_pids("defect")}) == 2
+        assert len({pid for node in nodes for pid in node.plugin_worker_pids("defect")}) == 2
 
         frames = [surface_b64(n, seed=1000 + n) for n in range(4)]
         for seq in range(FRAMES):
