@@ -8,12 +8,13 @@ KUIPER_VERSION := 2.4.2
 KUIPERD_DIR := .cache/kuiperd-$(KUIPER_VERSION)
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
-PLUGIN_FILES := main.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
-                settings.py function_server.py config.json defect.json requirements.txt install.sh
+PLUGIN_FILES := main.py supervisor.py worker.py errors.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
+                settings.py function_server.py rule_revival.py command_line.py config.json defect.json requirements.txt \
+                install.sh
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
-               models/imagenet_labels.txt models/sample_surface.png
+               models/imagenet_labels.txt models/sample_surface.png models/sample_cat.jpg
 
-.PHONY: venv models package package-offline kuiperd demo test test-fast bench clean
+.PHONY: venv models package package-offline kuiperd demo lint test test-fast bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt tests/requirements.txt
@@ -69,16 +70,19 @@ $(KUIPERD): tests/e2e/build_kuiperd.sh
 	tests/e2e/build_kuiperd.sh $(KUIPER_VERSION) $(KUIPERD_DIR)
 
 demo: package kuiperd
-	$(PY) label.py $(FIXTURES)/images/cat.bmp
-	$(PY) label.py $(FIXTURES)/images/cat_1080p.jpg
-	$(PY) inference.py models/sample_surface.png
+	$(PY) label.py $(FIXTURES)/images/cat.bmp $(FIXTURES)/images/cat_1080p.jpg
+	$(PY) inference.py models/sample_surface.png --out build/inference.jpg
 	$(PY) tests/e2e/demo.py
 
-test: package package-offline kuiperd
+# ruff.toml; the pinned ruff comes with `make venv`.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: lint package package-offline kuiperd
 	$(PY) -m pytest tests
 
 # Local only: skips what needs kuiperd, Go or mosquitto.
-test-fast: package package-offline
+test-fast: lint package package-offline
 	$(PY) -m pytest tests --fast
 
 bench: package kuiperd

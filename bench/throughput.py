@@ -57,10 +57,13 @@ def distinct_frames(function, count, fixtures):
     return [jpeg_b64(surface_image(i % 4, seed=5000 + i, width=1920, height=1080)) for i in range(count)]
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids if isinstance(pids, list) else [pids]:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile_s(values, q):
@@ -138,13 +141,13 @@ def drive(kuiperd, mosquitto, publisher, sqls, frames, in_flight, warmup):
     outs = [t.replace("bench_in", "bench_out") for t in topics]
     results = Results(mosquitto, outs)
     try:
-        for i, (topic, out, sql) in enumerate(zip(topics, outs, sqls)):
+        for i, (topic, out, sql) in enumerate(zip(topics, outs, sqls, strict=True)):
             client.create_stream(f'CREATE STREAM s{i}_{id(topics)} () WITH (DATASOURCE="{topic}", FORMAT="JSON")')
             client.create_rule(f"bench{i}", sql.format(stream=f"s{i}_{id(topics)}"),
                                [kuiperd.mqtt_action(out, sendSingle=True, qos=0)])
             client.wait_rule_running(f"bench{i}")
             mosquitto.wait_subscribed(topic)
-        [plugin] = kuiperd.plugin_pids("defect")
+        plugin = kuiperd.plugin_pids("defect")  # the supervisor and its worker
         sent_at = {}
         for seq, frame in enumerate(frames):
             if seq == warmup:
@@ -201,7 +204,7 @@ def measure(fixtures, quick, functions):
                 r[f"box floor: {cores} workers x 1 thread"] = {
                     "frames_per_s": floor_rate(function_class, settings, frames, 1, cores)}
                 print(f"{function}: through kuiperd ...", file=sys.stderr)
-                per_frame = "SELECT seq, {function}(image) AS result FROM {{stream}}".format(function=function)
+                per_frame = f"SELECT seq, {function}(image) AS result FROM {{stream}}"
                 r["per-frame rule, 1 rule"] = drive(server, broker, publisher, [per_frame], frames, 4, warmup)
                 r["per-frame rule, 2 rules"] = drive(server, broker, publisher, [per_frame] * 2, frames, 8, warmup)
                 for window in WINDOWS:
@@ -220,6 +223,7 @@ def measure(fixtures, quick, functions):
 def window_memory(fixtures, functions):
     """RSS growth of the plugin process for one 64-frame 1080p window of each function."""
     import zipfile
+
     from nng_host import PluginHost
     out = {}
     with tempfile.TemporaryDirectory(prefix="defect-window-memory-") as tmp:

@@ -28,3 +28,10 @@ def timed_together(fns, n, warmup):
 
 def timed(fn, n, warmup):
     return timed_together({"fn": fn}, n, warmup)["fn"]
+
+
+def two_spellings(b64):
+    """The same image as plain base64 and as a data URI: consecutive calls that alternate them
+    differ, so the plugin computes each (it answers a repeat of its last call from memory),
+    at the same decode cost."""
+    return [b64, "data:image/jpeg;base64," + b64]
