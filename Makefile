@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FIXTURES ?= ../shared/fixtures
 KUIPER_VERSION := 2.4.2
-KUIPERD_DIR := .cache/kuiperd-$(KUIPER_VERSION)
+# kuiperd is kept across clones (and CI runs): built once per version.
+KUIPERD_DIR := $(HOME)/.cache/defect/kuiperd-$(KUIPER_VERSION)
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
 PLUGIN_FILES := main.py supervisor.py worker.py errors.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
@@ -66,7 +67,7 @@ build/defect-offline.zip: build/defect.zip requirements.txt
 	@echo "wrote $@ for $(WHEEL_PLATFORMS), Python $(WHEEL_PYTHON)"
 
 kuiperd: $(KUIPERD)
-$(KUIPERD): tests/e2e/build_kuiperd.sh
+$(KUIPERD): | tests/e2e/build_kuiperd.sh
 	tests/e2e/build_kuiperd.sh $(KUIPER_VERSION) $(KUIPERD_DIR)
 
 demo: package kuiperd

@@ -9,7 +9,7 @@ and an inference rule with kuiperd's default options (bufferLength 1024, no send
 3. delete under backlog: overload again, delete both rules mid-backlog, count answers
    that still arrive, then check a new rule is served by the same plugin processes.
 
-    .cache/isolated .venv/bin/python bench/overload.py [--factor 3] [--seconds 40] [--buffer-length N]
+    tests/e2e/with_private_tmp.sh .venv/bin/python bench/overload.py [--factor 3] [--seconds 40] [--buffer-length N]
 
 Prints a summary; writes build/overload_buffer<bufferLength>.json (README, Reliability, quotes it).
 """

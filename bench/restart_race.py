@@ -10,7 +10,7 @@ a rule at restore (its log), whether the plugin restarted it, and whether both r
 within 30 s and answer a frame. A rule still stopped is restarted by hand (and counted) so
 the next round starts from the same state.
 
-    .cache/isolated .venv/bin/python bench/restart_race.py [--restarts 30] [--busy 0]
+    tests/e2e/with_private_tmp.sh .venv/bin/python bench/restart_race.py [--restarts 30] [--busy 0]
 
 --busy N runs N busy-loop processes during the restarts (a loaded box widens the race).
 Prints one line per restart and a summary; writes build/restart_race.json.

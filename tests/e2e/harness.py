@@ -186,7 +186,7 @@ class Mosquitto:
 
 def ensure_kuiperd(version: str = KUIPER_VERSION) -> Path:
     """Return the path of a built kuiperd, building it with build_kuiperd.sh if missing."""
-    out = REPO_ROOT / ".cache" / f"kuiperd-{version}"
+    out = Path.home() / ".cache" / "defect" / f"kuiperd-{version}"  # as the Makefile: once per version
     binary = out / "kuiperd"
     if binary.exists() and (out / "etc").is_dir():
         return binary
@@ -329,7 +329,7 @@ class Kuiperd:
         its supervisor and its worker). The REST status has no pid; kuiperd starts
         `<pythonBin> -u <home>/plugins/portable/<name>/<exe> <conf json>`."""
         prefix = str(self.home / "plugins" / "portable" / name) + "/"
-        # Runs under .cache/isolated share /proc but each has its own /tmp, where pytest's
+        # Runs under tests/e2e/with_private_tmp.sh share /proc but each has its own /tmp, where pytest's
         # tmp dirs get the same names: only processes in kuiperd's mount namespace are its own.
         own_mounts = os.readlink("/proc/self/ns/mnt")
         if self.proc is not None and self.proc.poll() is None:
