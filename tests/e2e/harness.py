@@ -214,28 +214,24 @@ def python_bin() -> str:
 KUIPERD_LOCK = Path(tempfile.gettempdir()) / "defect-e2e-kuiperd.lock"
 
 
-def private_tmp_command(command: list[str]) -> list[str]:
-    """`command` in its own mount namespace with an empty tmpfs on /tmp.
+PRIVATE_TMP = Path(__file__).resolve().parent / "with_private_tmp.sh"
 
-    kuiperd and the plugin meet at fixed /tmp/plugin_<name>.ipc and /tmp/func_<symbol>.ipc
-    paths, so a second kuiperd with the plugin on one machine needs a /tmp of its own.
-    Root may unshare directly; anyone else maps themselves to root in a user namespace."""
+
+def private_tmp_command(command: list[str]) -> list[str]:
+    """`command` with a /tmp of its own, where only files directly in /tmp are private (see
+    with_private_tmp.sh): kuiperd and the plugin meet at fixed /tmp/plugin_<name>.ipc and
+    /tmp/func_<symbol>.ipc paths, so a second kuiperd with the plugin needs its own."""
     if not shutil.which("unshare"):
         raise HarnessError("`unshare` (util-linux) is needed to run a second kuiperd with its own /tmp")
-    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    return ["unshare", *user, "--mount", "--propagation", "private", "--",
-            "sh", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "sh", *command]
+    return [str(PRIVATE_TMP), *command]
 
 
 class Kuiperd:
     def __init__(self, home: Path, mqtt_url: str, version: str = KUIPER_VERSION,
                  extra_env: dict[str, str | None] | None = None, private_tmp: bool = False):
-        """private_tmp: run with a /tmp of its own (see private_tmp_command), beside another kuiperd.
-        Its home must then lie outside /tmp, which it no longer sees."""
+        """private_tmp: run with a /tmp of its own (see private_tmp_command), beside another kuiperd."""
         self.home = Path(home)
         self.private_tmp = private_tmp
-        if private_tmp and self.home.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
-            raise HarnessError(f"a kuiperd with a private /tmp cannot see its home {self.home}")
         self.version = version
         self.mqtt_url = mqtt_url
         self.extra_env = extra_env or {}

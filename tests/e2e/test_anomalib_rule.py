@@ -41,7 +41,7 @@ def anomalib_kuiperd(mosquitto):
     zip_path = harness.REPO_ROOT / "build" / "defect.zip"
     if not zip_path.is_file():
         pytest.fail(f"{zip_path} is missing: run `make package` first")
-    home = harness.REPO_ROOT / "build" / f"anomalib-e2e-{uuid.uuid4().hex[:8]}"  # outside /tmp: it hides its own
+    home = harness.REPO_ROOT / "build" / f"anomalib-e2e-{uuid.uuid4().hex[:8]}"
     node = harness.Kuiperd(home, mosquitto.url, private_tmp=True,
                            extra_env={"DEFECT_MODEL": fixture_path("models", "anomalib_padim_surface", "model.xml")})
     try:

@@ -18,7 +18,7 @@ FRAMES = 60
 
 
 def test_two_kuiperds_share_one_topic_each_frame_once(mosquitto, mqtt_pub, mqtt_sub, unique):
-    root = harness.REPO_ROOT / "build" / f"fleet-{uuid.uuid4().hex[:8]}"  # outside /tmp: the nodes hide theirs
+    root = harness.REPO_ROOT / "build" / f"fleet-{uuid.uuid4().hex[:8]}"
     nodes = []
     try:
         for i in range(2):

@@ -117,7 +117,7 @@ def test_rules_resume_after_kuiperd_restart(kuiperd, kuiper, defect_plugin, mosq
 
 def test_delete_and_shutdown_leave_no_plugin_process(mosquitto, unique):
     """No worker outlives its supervisor: a DELETE, and a kuiperd that shuts down (SIGTERM)."""
-    home = harness.REPO_ROOT / "build" / f"ending-{uuid.uuid4().hex[:8]}"  # a kuiperd of its own, /tmp private
+    home = harness.REPO_ROOT / "build" / f"ending-{uuid.uuid4().hex[:8]}"
     node = harness.Kuiperd(home, mosquitto.url, private_tmp=True).start()
     try:
         zip_url = (harness.REPO_ROOT / "build" / "defect.zip").resolve().as_uri()

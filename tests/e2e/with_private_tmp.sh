@@ -1,4 +1,18 @@
 #!/bin/sh
-# Run a command with a private, empty /tmp (its own mount namespace), so the plugin's fixed
-# ipc:///tmp/*.ipc paths and the e2e kuiperd lock do not collide with other runs on this machine.
-exec unshare --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /tmp && exec "$@"' sh "$@"
+# Run a command with a /tmp of its own: kuiperd and the plugin meet at fixed /tmp/plugin_<name>.ipc
+# and /tmp/func_<symbol>.ipc paths, so a second kuiperd (or a test run) with the plugin would collide.
+# A fresh tmpfs goes on /tmp in a private mount namespace, and every directory of the old /tmp is
+# bound back into it (reached through the working directory, which still is the old /tmp), so
+# checkouts, pytest's dirs and homes under /tmp stay visible; only files directly in /tmp (the
+# sockets, locks) are private. Root unshares directly; others map themselves to root.
+user=""
+[ "$(id -u)" -eq 0 ] || user="--user --map-root-user"
+# shellcheck disable=SC2086
+DEFECT_CWD=$(pwd) exec unshare $user --mount --propagation private -- sh -c '
+  cd /tmp && mount -t tmpfs tmpfs /tmp && chmod 1777 /tmp || exit 1
+  for d in ./*/ ./.[!.]*/; do
+    [ -d "$d" ] || continue
+    name=$(basename "$d")
+    mkdir "/tmp/$name" && mount --bind "$d" "/tmp/$name" || exit 1
+  done
+  cd "$DEFECT_CWD" && exec "$@"' sh "$@"
