@@ -36,10 +36,12 @@ def supervise(settings):
     log_to_stdout()
     sdk_plugin.init_vars = lambda config: None  # logging is set up above, once
     conf = settings["worker"]
-    Supervisor(worker_command(os.path.abspath(__file__)), conf["max_restarts"], conf["restart_window_seconds"],
-               conf["max_rss_mb"]).start()
-    # The worker serves every function channel itself; kuiperd's START only needs an "ok".
-    sdk_plugin.FunctionRuntime = lambda ctrl, function: AlreadyServed()
+    supervisor = Supervisor(worker_command(os.path.abspath(__file__)), conf["max_restarts"],
+                            conf["restart_window_seconds"], conf["max_rss_mb"])
+    supervisor.start()
+    # The worker serves every function channel itself; kuiperd's START only needs an "ok" (and tells
+    # which functions rules use: a restarted worker loads those at once, the window ones too).
+    sdk_plugin.FunctionRuntime = lambda ctrl, function: supervisor.in_use(ctrl["symbolName"]) or AlreadyServed()
     with open(os.path.join(PLUGIN_DIR, "defect.json"), encoding="utf-8") as f:
         names = json.load(f)["functions"]
     # kuiperd v2.4.2 may restore a rule before it registers the plugin, and never retry it.
@@ -62,7 +64,9 @@ def serve_in_worker(settings, config_error):
     functions = {f.name: f for f in (*per_frame, LabelImageBatch(settings), InferenceBatch(settings))}
     worker.crash_if_marked(functions.values())
     server = FunctionServer(functions, expected_errors=(InputError, ModelUnavailable))
-    worker.serve_forever(functions, server, load_now=per_frame, config_error=config_error)
+    in_use = [functions[name] for name in worker.functions_in_use() if name in functions]
+    worker.serve_forever(functions, server, load_now=dict.fromkeys([*per_frame, *in_use]),
+                         config_error=config_error)
 
 
 if __name__ == "__main__":

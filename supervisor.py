@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 EXIT_MODEL_FILES_CHANGED = 75
 SUPERVISOR_PID_VAR = "DEFECT_SUPERVISOR_PID"
 DEGRADED_VAR = "DEFECT_DEGRADED"
+IN_USE_VAR = "DEFECT_FUNCTIONS_IN_USE"
 BACKOFF_SECONDS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 RSS_POLL_SECONDS = 0.25
 DEGRADED_WINDOWS = 5  # degraded for this many restart windows, then a normal worker is tried again
@@ -87,6 +88,11 @@ class Supervisor:
         self.window_seconds = window_seconds
         self.max_rss_mb = memory_cap_mb(max_rss_mb)
         self.worker: subprocess.Popen | None = None
+        self.functions_in_use: set[str] = set()
+
+    def in_use(self, symbol: str) -> None:
+        """kuiperd started `symbol` for a rule: the next worker loads its model at once."""
+        self.functions_in_use.add(symbol)
 
     def start(self) -> None:
         # This thread forks the workers and lives as long as the process: a worker's
@@ -100,6 +106,7 @@ class Supervisor:
         env.pop(DEGRADED_VAR, None)
         if degraded:
             env[DEGRADED_VAR] = degraded
+        env[IN_USE_VAR] = ",".join(sorted(self.functions_in_use))
         worker = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL)
         over_memory = threading.Event()
         threading.Thread(target=self.watch_memory, args=(worker, over_memory), daemon=True).start()

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from function_server import FunctionServer
 from label_func import ModelFunction, mtime
 from settings import config_files
-from supervisor import DEGRADED_VAR, EXIT_MODEL_FILES_CHANGED, SUPERVISOR_PID_VAR, log_to_stdout  # noqa: F401
+from supervisor import DEGRADED_VAR, EXIT_MODEL_FILES_CHANGED, IN_USE_VAR, SUPERVISOR_PID_VAR, log_to_stdout  # noqa: F401
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -76,6 +76,11 @@ def serve_forever(functions: dict[str, ModelFunction], server: FunctionServer,
         if config_error and watched(config_files()) != configs:
             log.info("config changed: reading it again")
             sys.exit(EXIT_MODEL_FILES_CHANGED)
+
+
+def functions_in_use() -> list[str]:
+    """The functions kuiperd had started for rules before this worker (a restart): load them now."""
+    return [name for name in os.environ.get(IN_USE_VAR, "").split(",") if name]
 
 
 def watched(paths: list[str]) -> list[tuple[str, int | None]]:

@@ -8,6 +8,7 @@ handshake, after which the request is sent again.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,13 @@ class ReqChannel:
     def __init__(self, url, recv_timeout_ms):
         self.sock = pynng.Rep0(recv_timeout=recv_timeout_ms, send_timeout=5000)
         self.sock.recv_max_size = 0
-        self.sock.listen(url)
+        try:
+            self.sock.listen(url)
+        except pynng.AddressInUse:
+            if not stale_ipc_socket(url):
+                raise
+            os.unlink(url[len("ipc://"):])  # left by a killed listener (nng does not reuse it itself)
+            self.sock.listen(url)
 
     def request(self, payload):
         while True:
@@ -41,6 +48,21 @@ class ReqChannel:
 
     def close(self):
         self.sock.close()
+
+
+def stale_ipc_socket(url):
+    """True when the ipc socket file exists but nobody accepts on it."""
+    path = url[len("ipc://"):]
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 class PluginHost:

@@ -2,7 +2,8 @@
 # Run a command with a /tmp of its own: kuiperd and the plugin meet at fixed /tmp/plugin_<name>.ipc
 # and /tmp/func_<symbol>.ipc paths, so a second kuiperd (or a test run) with the plugin would collide.
 # A fresh tmpfs goes on /tmp in a private mount namespace, and every directory of the old /tmp is
-# bound back into it (reached through the working directory, which still is the old /tmp), so
+# bound back into it (reached through the working directory, which still is the old /tmp: mount
+# must not canonicalize that relative path, or it would name the new /tmp), so
 # checkouts, pytest's dirs and homes under /tmp stay visible; only files directly in /tmp (the
 # sockets, locks) are private. Root unshares directly; others map themselves to root.
 user=""
@@ -13,6 +14,6 @@ DEFECT_CWD=$(pwd) exec unshare $user --mount --propagation private -- sh -c '
   for d in ./*/ ./.[!.]*/; do
     [ -d "$d" ] || continue
     name=$(basename "$d")
-    mkdir "/tmp/$name" && mount --bind "$d" "/tmp/$name" || exit 1
+    mkdir "/tmp/$name" && mount --no-canonicalize --bind "$d" "/tmp/$name" || exit 1
   done
   cd "$DEFECT_CWD" && exec "$@"' sh "$@"
