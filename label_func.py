@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # with a clear error before that instead of letting the rule time out. 3 s leaves
 # room for the decode and the model after the wait (a PNG at the pixel cap: about 1 s).
 MODEL_WAIT_SECONDS = 3.0
+# Models load one at a time: the thread tuning of one must not time the other's imports and
+# compilation, and a small box is not asked for two loads at once.
+LOADING = threading.Lock()
 
 
 class ModelFunction(Function, abc.ABC):
@@ -62,7 +65,8 @@ class ModelFunction(Function, abc.ABC):
     def _load(self):
         try:
             self.files_seen = self.model_files()
-            self.model, self.error = self.load_model(), None
+            with LOADING:
+                self.model, self.error = self.load_model(), None
             self.last_args = None  # a new model may answer differently
             log.info("%s: model loaded", self.name)
         except Exception as e:  # any loader failure becomes the function's answer

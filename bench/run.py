@@ -166,6 +166,16 @@ def first_success(host, symbol, b64):
             raise RuntimeError(f"{symbol} failed over nng: {reply['result']}")
 
 
+def worker_pid(supervisor):
+    """The plugin's worker: the child the supervisor started (children are listed per thread)."""
+    for task in os.listdir(f"/proc/{supervisor}/task"):
+        with open(f"/proc/{supervisor}/task/{task}/children") as f:
+            children = f.read().split()
+        if children:
+            return int(children[0])
+    raise RuntimeError(f"the plugin's supervisor {supervisor} has no worker")
+
+
 def memory_mb(pid):
     """VmHWM (peak resident set) and VmRSS of a process, in MB."""
     with open(f"/proc/{pid}/status") as f:
@@ -201,11 +211,14 @@ def measure_plugin(zip_path, inputs, n, warmup, trials):
                             forms = itertools.cycle(two_spellings(inputs[name]))
                             nng.setdefault(symbol, {})[name] = timed(lambda: host.exec(symbol, next(forms)),
                                                                      n, warmup)
-                    memory = memory_mb(host.process.pid)  # after every input of both functions: the real peak
+                    # After every input of both functions: the real peak, of the worker (the supervisor's child).
+                    memory = memory_mb(worker_pid(host.process.pid))
+                    supervisor_mb = memory_mb(host.process.pid)["VmRSS"]
             finally:
                 host.close()
     summary = {key: round(float(np.median([row[key] for row in startup])), 3) for key in startup[0]}
-    return {"trials": startup, "median": summary, "peak_rss_mb": memory["VmHWM"], "rss_mb": memory["VmRSS"]}, nng
+    return {"trials": startup, "median": summary, "peak_rss_mb": memory["VmHWM"], "rss_mb": memory["VmRSS"],
+            "supervisor_rss_mb": supervisor_mb}, nng
 
 
 def ratio(a, b):
@@ -324,7 +337,8 @@ def report(r, markdown=False):
         ["process start -> first labelImage result", f"{s['median']['label_first_ok_s']} s"],
         ["process start -> first inference result", f"{s['median']['inference_first_ok_s']} s"],
         ["process start -> both models warm", f"{s['median']['both_warm_s']} s"],
-        ["peak RSS, both models loaded (VmHWM)", f"{s['peak_rss_mb']} MB"]], markdown))
+        ["peak RSS of the worker, both models loaded (VmHWM)", f"{s['peak_rss_mb']} MB"],
+        ["RSS of the supervisor (kuiperd's pid; no model)", f"{s.get('supervisor_rss_mb')} MB"]], markdown))
     out.append("")
     out.append(table(["target", "value", "result"],
                      [[t["target"], t["value"], t["result"]] for t in r["targets"]], markdown))
