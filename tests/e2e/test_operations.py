@@ -97,19 +97,26 @@ def test_bad_binary_frame_gives_one_line_error_then_next_frame_is_labelled(
     assert kuiper.rule_status(rule)["status"] == "running"
 
 
-@pytest.mark.parametrize("function", ["labelImage", "inference"])
-def test_bad_json_values_give_one_line_errors_then_next_image_is_served(
-        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, function):
-    """Every value of tests/bad_inputs.py through each function, each followed by a good frame."""
+def json_rule_for(kuiperd, kuiper, mosquitto, mqtt_sub, unique, function, seed, defects, options=None):
+    """A JSON stream and a rule `SELECT seq, <function>(image)... AS out`; returns
+    (source topic, sink collector, rule id, a good frame, what the rule answers for it)."""
     src, dst, stream, rule = unique("json"), unique("out"), unique("js"), unique("r")
     out = mqtt_sub(dst)
     kuiper.create_stream(f'CREATE STREAM {stream} () WITH (DATASOURCE="{src}", FORMAT="JSON")')
     if function == "labelImage":
         select, (good, expected) = "labelImage(image)[0]->label", (b64_image("cat_720p.jpg"), CAT_LABEL)
     else:
-        select, (expected, good) = "inference(image)->defect", surfaces(seeds=(21,), counts=(3,))[0]
-    start_rule(kuiperd, kuiper, mosquitto, rule, f"SELECT seq, {select} AS out FROM {stream}", dst, src,
-               {"sendError": True})
+        select, (expected, good) = "inference(image)->defect", surfaces(seeds=(seed,), counts=(defects,))[0]
+    start_rule(kuiperd, kuiper, mosquitto, rule, f"SELECT seq, {select} AS out FROM {stream}", dst, src, options)
+    return src, out, rule, good, expected
+
+
+@pytest.mark.parametrize("function", ["labelImage", "inference"])
+def test_bad_json_values_give_one_line_errors_then_next_image_is_served(
+        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, function):
+    """Every value of tests/bad_inputs.py through each function, each followed by a good frame."""
+    src, out, rule, good, expected = json_rule_for(kuiperd, kuiper, mosquitto, mqtt_sub, unique, function, 21, 3,
+                                                   {"sendError": True})
     pids = kuiperd.plugin_pids("defect")
     bad = bad_images()
     for i, (value, _) in enumerate(bad.values()):
@@ -131,14 +138,7 @@ def test_without_send_error_a_bad_frame_is_dropped_and_the_next_is_served(
         kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, function):
     """The README's promise for a rule without sendError: no output for the bad frame, the
     frame after it is answered, the rule keeps running, and kuiperd counts the exception."""
-    src, dst, stream, rule = unique("json"), unique("out"), unique("js"), unique("r")
-    out = mqtt_sub(dst)
-    kuiper.create_stream(f'CREATE STREAM {stream} () WITH (DATASOURCE="{src}", FORMAT="JSON")')
-    if function == "labelImage":
-        select, (good, expected) = "labelImage(image)[0]->label", (b64_image("cat_720p.jpg"), CAT_LABEL)
-    else:
-        select, (expected, good) = "inference(image)->defect", surfaces(seeds=(22,), counts=(2,))[0]
-    start_rule(kuiperd, kuiper, mosquitto, rule, f"SELECT seq, {select} AS out FROM {stream}", dst, src)
+    src, out, rule, good, expected = json_rule_for(kuiperd, kuiper, mosquitto, mqtt_sub, unique, function, 22, 2)
     pids = kuiperd.plugin_pids("defect")
     bad = bad_images()
     frames = [good, bad["base64 of text"][0], good, bad["truncated jpeg"][0], good]

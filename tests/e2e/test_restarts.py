@@ -30,6 +30,30 @@ def labelled_since(out, mark):
     return any(json_or_none(p) == {"label": CAT_LABEL} for p in out.payloads()[mark:])
 
 
+def two_rules(kuiperd, kuiper, mosquitto, mqtt_pub, mqtt_sub, unique, cat_name, defects_drawn, seed):
+    """A labelImage rule on a BINARY stream and an inference rule on a JSON stream; returns their ids,
+    send() (one frame to each) and both_answer_since(label_mark, defect_mark)."""
+    src, out, rule = label_rule(kuiperd, kuiper, mosquitto, mqtt_sub, unique)
+    json_src, json_stream, defect_rule = unique("json"), unique("js"), unique("rd")
+    defects = mqtt_sub(unique("defects"))
+    kuiper.create_stream(f'CREATE STREAM {json_stream} () WITH (DATASOURCE="{json_src}", FORMAT="JSON")')
+    start_rule(kuiperd, kuiper, mosquitto, defect_rule, f"SELECT inference(image)->defect AS defect FROM {json_stream}",
+               defects.topic, json_src, {"sendError": True})
+    cat, surface = image_bytes(cat_name), json.dumps({"image": surface_b64(defects_drawn, seed=seed)}).encode()
+
+    def both_answer_since(label_mark, defect_mark):
+        return labelled_since(out, label_mark) and any(
+            json_or_none(p) == {"defect": defects_drawn} for p in defects.payloads()[defect_mark:])
+
+    def send():
+        mqtt_pub.publish(src, cat)
+        mqtt_pub.publish(json_src, surface)
+
+    def marks():
+        return len(out.payloads()), len(defects.payloads())
+    return rule, defect_rule, send, both_answer_since, marks
+
+
 def test_a_killed_worker_comes_back_without_touching_kuiperd_or_the_rules(
         kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique):
     """kuiperd v2.4.2 never restarts a plugin process; the plugin's supervisor restarts its worker."""
@@ -79,22 +103,8 @@ def test_rules_resume_after_kuiperd_restart(kuiperd, kuiper, defect_plugin, mosq
     labelImage not found" and kuiperd never retries it. The plugin restarts such rules itself
     (rule_revival.py; forced in the next test); bench/restart_race.py counts how often it must.
     Nothing here restarts a rule by hand: a rule not running 30 s after the restart fails."""
-    src, out, rule = label_rule(kuiperd, kuiper, mosquitto, mqtt_sub, unique)
-    json_src, json_stream, defect_rule = unique("json"), unique("js"), unique("rd")
-    defects = mqtt_sub(unique("defects"))
-    kuiper.create_stream(f'CREATE STREAM {json_stream} () WITH (DATASOURCE="{json_src}", FORMAT="JSON")')
-    start_rule(kuiperd, kuiper, mosquitto, defect_rule, f"SELECT inference(image)->defect AS defect FROM {json_stream}",
-               defects.topic, json_src, {"sendError": True})
-    cat = image_bytes("cat_1080p.jpg")
-    surface = json.dumps({"image": surface_b64(2, seed=9)}).encode()
-
-    def both_answer_since(label_mark, defect_mark):
-        return labelled_since(out, label_mark) and any(
-            json_or_none(p) == {"defect": 2} for p in defects.payloads()[defect_mark:])
-
-    def send():
-        mqtt_pub.publish(src, cat)
-        mqtt_pub.publish(json_src, surface)
+    rule, defect_rule, send, both_answer_since, marks = two_rules(
+        kuiperd, kuiper, mosquitto, mqtt_pub, mqtt_sub, unique, "cat_1080p.jpg", 2, 9)
 
     publish_until(send, lambda: both_answer_since(0, 0), timeout=60)
     log_mark = kuiperd.log_path.stat().st_size
@@ -110,8 +120,8 @@ def test_rules_resume_after_kuiperd_restart(kuiperd, kuiper, defect_plugin, mosq
         log = f.read().decode(errors="replace")
     revived = [r for r in (rule, defect_rule) if f"restarted rule {r}:" in log]
     print(f"after the kuiperd restart, rules the plugin restarted: {revived or 'none (kuiperd restored both)'}")
-    marks = len(out.payloads()), len(defects.payloads())
-    publish_until(send, lambda: both_answer_since(*marks), timeout=60)
+    since = marks()
+    publish_until(send, lambda: both_answer_since(*since), timeout=60)
     assert kuiper.portable_plugin_status("defect")["status"] == "running"
 
 
@@ -155,21 +165,8 @@ def test_rules_stopped_for_the_plugins_functions_are_restarted_by_the_plugin(
     """kuiperd's start-up race, made certain: kuiperd starts while the plugin's files are away,
     so it restores both rules with "function ... not found" and stops them for good. When the
     plugin is installed, its process restarts exactly those rules (rule_revival.py)."""
-    src, out, rule = label_rule(kuiperd, kuiper, mosquitto, mqtt_sub, unique)
-    json_src, json_stream, defect_rule = unique("json"), unique("js"), unique("rd")
-    defects = mqtt_sub(unique("defects"))
-    kuiper.create_stream(f'CREATE STREAM {json_stream} () WITH (DATASOURCE="{json_src}", FORMAT="JSON")')
-    start_rule(kuiperd, kuiper, mosquitto, defect_rule, f"SELECT inference(image)->defect AS defect FROM {json_stream}",
-               defects.topic, json_src, {"sendError": True})
-    cat, surface = image_bytes("cat.bmp"), json.dumps({"image": surface_b64(3, seed=10)}).encode()
-
-    def both_answer_since(label_mark, defect_mark):
-        return labelled_since(out, label_mark) and any(
-            json_or_none(p) == {"defect": 3} for p in defects.payloads()[defect_mark:])
-
-    def send():
-        mqtt_pub.publish(src, cat)
-        mqtt_pub.publish(json_src, surface)
+    rule, defect_rule, send, both_answer_since, _ = two_rules(
+        kuiperd, kuiper, mosquitto, mqtt_pub, mqtt_sub, unique, "cat.bmp", 3, 10)
 
     kuiperd.stop()
     shutil.move(kuiperd.home / "plugins" / "portable" / "defect", tmp_path / "defect-away")
