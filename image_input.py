@@ -48,6 +48,10 @@ def image_bytes(value: Any, max_bytes: int) -> bytes:
 
 
 def _base64_payload(text, max_bytes):
+    # Before any copy of the text: a payload far over the cap (with room for a data URI prefix and
+    # line breaks every 76 columns) costs nothing. The exact check follows below.
+    if len(text) * 3 // 4 > max_bytes * 1.1 + 1024:
+        raise InputError(f"image is about {len(text) * 3 // 4} bytes, over the limit of {max_bytes} (input.max_bytes)")
     match = DATA_URI.match(text.strip())
     if match:
         mime, is_base64 = match.group(1).lower(), match.group(2)

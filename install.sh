@@ -78,6 +78,9 @@ if [ -x .venv/bin/python ] && has_requirements .venv/bin/python; then
 fi
 
 say "creating venv in $(pwd)/.venv with $PYTHON"
+# A half-built venv must not stay: main.py would switch into it at the next start and fail at
+# import, and kuiperd runs install.sh only once. Removed unless the install completes.
+trap 'rm -rf .venv' EXIT
 "$PYTHON" -m venv .venv || { say "ERROR: '$PYTHON -m venv' failed; on Debian/Ubuntu install the python3-venv package" >&2; exit 1; }
 if [ -d wheels ]; then
   say "installing requirements from the bundled wheels (offline)"
@@ -88,4 +91,5 @@ else
   .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt \
     || { say "ERROR: pip install failed; without network, use the offline zip (make package-offline)" >&2; exit 1; }
 fi
+trap - EXIT
 say "done"

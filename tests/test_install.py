@@ -4,6 +4,7 @@ The plugin then runs from a bare Python (as kuiperd's default pythonBin would st
 it) and main.py switches itself into the plugin's venv.
 """
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -52,3 +53,17 @@ def test_offline_zip_installs_without_an_index_and_runs_from_a_bare_python(tmp_p
     again = subprocess.run(["/bin/sh", str(plugin_dir / "install.sh")], cwd=plugin_dir, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "plugin venv already complete" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_failed_install_leaves_no_half_built_venv(plugin_dir, tmp_path):
+    """Without wheels and without an index, pip fails: install.sh says so and removes the venv,
+    so main.py does not switch into a broken one at the next start."""
+    target = tmp_path / "defect"
+    shutil.copytree(plugin_dir, target)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    env.update(PIP_NO_INDEX="1", DEFECT_PYTHON=bare_python())
+    install = subprocess.run(["/bin/sh", str(target / "install.sh")], cwd=target, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 1, install.stdout + install.stderr
+    assert "ERROR: pip install failed" in install.stderr + install.stdout
+    assert not (target / ".venv").exists()
