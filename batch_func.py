@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from errors import InputError, ModelUnavailable, first_line
-from image_input import decode_image
 from label_func import Inference, LabelImage, ModelFunction
 from thread_tuning import usable_cores
 
@@ -76,8 +75,7 @@ class BatchFunction(ModelFunction):
 
     def exec(self, args: list, ctx: Any) -> list:
         started = time.monotonic()
-        if not 1 <= len(args) <= 2:
-            raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
+        self.check_arity(args)
         frames = args[0]
         if not isinstance(frames, list):
             raise InputError(f"{self.name} is an aggregate function: use it with GROUP BY a window "
@@ -107,11 +105,7 @@ class BatchFunction(ModelFunction):
             return self.over_budget()
         try:
             with models.borrowed() as model:
-                if option is not None:
-                    option = self.check_option(option, model)
-                limits = self.settings["input"]
-                pixels, size = decode_image(frame, limits["max_pixels"], limits["max_bytes"], model.decode_size)
-                return self.run(model, pixels, size, option)
+                return self.serve_one(model, frame, option)
         except (InputError, ModelUnavailable) as e:
             return {"error": str(e)}
         except Exception as e:  # a fault on one frame must not cost the window

@@ -21,7 +21,7 @@ from openvino.preprocess import ColorFormat, PrePostProcessor
 import command_line
 from errors import ConfigError, first_line
 from image_input import decode_image
-from settings import DEVICES, PLUGIN_DIR, Settings, check_value, defaults, load_settings
+from settings import DEVICES, PLUGIN_DIR, Settings, check_value, defaults, device_family, load_settings
 
 log = logging.getLogger(__name__)
 DEFAULTS = defaults("defect")
@@ -31,7 +31,7 @@ SAMPLE_IMAGE = os.path.join(PLUGIN_DIR, "models", "sample_surface.png")  # made 
 def choose_device(core: ov.Core, wanted: str) -> str:
     """The configured device if this box has it; otherwise CPU, said once in the log."""
     wanted = (wanted or "CPU").upper()
-    family = wanted.split(":")[0].split(".")[0]
+    family = device_family(wanted)
     if family not in DEVICES:
         raise ValueError(f"device '{wanted}' is not one of {', '.join(DEVICES)}")
     if family == "AUTO" or any(d.split(".")[0] == family for d in core.available_devices):
@@ -153,9 +153,7 @@ def input_scale_for(model: ov.Model, outputs: ChosenOutputs, input_scale: float 
         return 255
     if input_scale is None:
         return 1 if outputs.anomalib else 255
-    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not 0 < input_scale <= 65535:
-        raise ValueError(f"defect.input_scale must be a positive number (1 or 255), got {input_scale!r}")
-    return float(input_scale)
+    return float(check_value("defect", "input_scale", input_scale))  # the schema's rule, for direct callers
 
 
 class DefectSegmenter:

@@ -16,6 +16,7 @@ import command_line
 from errors import ConfigError, first_line
 from image_input import decode_image
 from settings import PLUGIN_DIR, Settings, defaults, load_settings
+from thread_tuning import usable_cores
 
 DEFAULTS = defaults("label")
 # Made by `make models` from the fixtures' cat.bmp, shipped in the zip.
@@ -31,7 +32,7 @@ def make_interpreter(model_path: str, threads: int = 0) -> Any:
         from tflite_runtime.interpreter import Interpreter
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"model file not found: {model_path}")
-    return Interpreter(model_path=model_path, num_threads=threads or os.cpu_count())
+    return Interpreter(model_path=model_path, num_threads=threads or usable_cores())
 
 
 def read_labels(path: str) -> list[str]:

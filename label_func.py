@@ -135,8 +135,10 @@ class ModelFunction(Function, abc.ABC):
     def validate(self, args: list | None) -> str:
         """At rule creation. args are SQL expressions as JSON; kuiperd sends null for f()."""
         args = args or []
-        if not 1 <= len(args) <= 2:
-            return f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}"
+        try:
+            self.check_arity(args)
+        except InputError as e:
+            return str(e)
         if len(args) == 2 and isinstance(args[1], dict) and "Val" in args[1]:  # a literal: check it now
             try:
                 self.check_option(args[1]["Val"], self.model)
@@ -144,9 +146,12 @@ class ModelFunction(Function, abc.ABC):
                 return str(e)
         return ""
 
-    def exec(self, args: list, ctx: Any) -> Any:
+    def check_arity(self, args: list) -> None:
         if not 1 <= len(args) <= 2:
             raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
+
+    def exec(self, args: list, ctx: Any) -> Any:
+        self.check_arity(args)
         # A rule like the tutorial's `SELECT f(image)->a ... WHERE f(image)->b` calls twice
         # per frame with the same arguments: answer the second from the first.
         if args == self.last_args:
@@ -154,14 +159,17 @@ class ModelFunction(Function, abc.ABC):
         option = args[1] if len(args) > 1 else None  # null (a missing field) means the default
         if option is not None:
             self.check_option(option, None)  # before any wait for the model
-        model = self.ready_model()
+        result = self.serve_one(self.ready_model(), args[0], option)
+        self.last_args, self.last_result = list(args), result
+        return result
+
+    def serve_one(self, model: Any, image: Any, option: Any) -> Any:
+        """One frame: the option checked against the model, the image decoded as large as it needs, the model run."""
         if option is not None:
             option = self.check_option(option, model)
         limits = self.settings["input"]
-        pixels, size = decode_image(args[0], limits["max_pixels"], limits["max_bytes"], model.decode_size)
-        result = self.run(model, pixels, size, option)
-        self.last_args, self.last_result = list(args), result
-        return result
+        pixels, size = decode_image(image, limits["max_pixels"], limits["max_bytes"], model.decode_size)
+        return self.run(model, pixels, size, option)
 
     def is_aggregate(self) -> bool:
         return False

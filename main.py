@@ -56,9 +56,10 @@ def serve_in_worker(settings, config_error):
     from errors import InputError, ModelUnavailable
     from function_server import FunctionServer
     from label_func import Inference, LabelImage
+    from supervisor import log_to_stdout
 
     worker.die_with_supervisor()
-    worker.log_to_stdout()
+    log_to_stdout()
     per_frame = [LabelImage(settings), Inference(settings)]
     # The window functions load their per-core model copies when a rule first uses them.
     functions = {f.name: f for f in (*per_frame, LabelImageBatch(settings), InferenceBatch(settings))}

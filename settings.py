@@ -85,10 +85,14 @@ def one_of(*choices: str) -> tuple[str, Callable[[Any], str]]:
     return f"one of {', '.join(choices)}", check
 
 
+def device_family(name: str) -> str:
+    """GPU for OpenVINO's forms GPU.1 and AUTO for AUTO:GPU,CPU (HETERO is not offered)."""
+    return name.upper().split(":")[0].split(".")[0]
+
+
 def device() -> tuple[str, Callable[[Any], str]]:
     def check(value: Any) -> str:
-        # OpenVINO's forms: GPU.1, AUTO:GPU,CPU, HETERO is not offered.
-        if not isinstance(value, str) or value.upper().split(":")[0].split(".")[0] not in DEVICES:
+        if not isinstance(value, str) or device_family(value) not in DEVICES:
             raise Invalid
         return value.upper()
     return f"one of {', '.join(DEVICES)} (OpenVINO's forms such as GPU.1 or AUTO:GPU,CPU too)", check

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from function_server import FunctionServer
 from label_func import ModelFunction, mtime
 from settings import config_files
-from supervisor import DEGRADED_VAR, EXIT_MODEL_FILES_CHANGED, IN_USE_VAR, SUPERVISOR_PID_VAR, log_to_stdout  # noqa: F401
+from supervisor import DEGRADED_VAR, EXIT_MODEL_FILES_CHANGED, IN_USE_VAR, SUPERVISOR_PID_VAR
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
