@@ -18,9 +18,9 @@ MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_qua
 .PHONY: venv models package package-offline kuiperd demo lint test test-fast bench clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt tests/requirements.txt
+$(VENV)/.installed: requirements.txt services/requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r tests/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r services/requirements.txt -r tests/requirements.txt
 	touch $@
 
 models: models/.built

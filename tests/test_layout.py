@@ -46,9 +46,9 @@ def test_every_module_has_a_layer():
     assert sorted(LAYERS) == top_level_modules()
 
 
-def plugin_imports(module):
-    """Plugin modules that `module` imports, anywhere in it (lazy imports inside functions too)."""
-    with open(os.path.join(REPO, f"{module}.py")) as f:
+def imported_packages(path):
+    """Top-level names a file imports, anywhere in it (lazy imports inside functions too)."""
+    with open(path) as f:
         tree = ast.parse(f.read())
     found = set()
     for node in ast.walk(tree):
@@ -56,13 +56,33 @@ def plugin_imports(module):
             found |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
-    return found & set(LAYERS)
+    return found
+
+
+def plugin_imports(module):
+    """Plugin modules that `module` imports."""
+    return imported_packages(os.path.join(REPO, f"{module}.py")) & set(LAYERS)
 
 
 @pytest.mark.parametrize("module", sorted(LAYERS))
 def test_imports_point_down(module):
     upward = {name: LAYERS[name] for name in plugin_imports(module) if LAYERS[name] >= LAYERS[module]}
     assert not upward, f"{module} (layer {LAYERS[module]}) imports {upward}"
+
+
+def test_the_plugin_never_imports_services():
+    importers = [module for module in LAYERS if "services" in imported_packages(os.path.join(REPO, f"{module}.py"))]
+    assert not importers
+
+
+SERVICE_FILES = sorted(glob.glob(os.path.join(REPO, "services", "*.py")))
+
+
+@pytest.mark.parametrize("path", SERVICE_FILES, ids=os.path.basename)
+def test_services_never_import_the_plugin_process(path):
+    """A service builds on the plugin's logic and functions, not on its process (its entry,
+    worker and supervisor are kuiperd's side)."""
+    assert not imported_packages(path) & {"main", "worker", "supervisor", "function_server", "rule_revival"}
 
 
 def test_pure_logic_has_no_ekuiper():

@@ -98,21 +98,20 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 # ---------------------------------------------------------------- mosquitto
 
 
+def ensure_debian_packages(*packages: str) -> None:
+    """Install the Debian packages that are missing (tests/system_deps.sh), or fail with why."""
+    script = Path(__file__).resolve().parent.parent / "system_deps.sh"
+    r = subprocess.run(["bash", str(script), *packages], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise HarnessError(f"the tests need the Debian packages {' '.join(packages)}: {r.stderr.strip()[-2000:]}")
+
+
 def ensure_mosquitto() -> str:
     """Return the mosquitto binary, installing the Debian package if missing."""
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-    if found:
-        return found
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    for cmd in (sudo + ["apt-get", "update"], sudo + ["apt-get", "install", "-y", "mosquitto"]):
-        r = subprocess.run(cmd, capture_output=True, text=True,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if r.returncode != 0:
-            raise HarnessError(f"mosquitto is missing and `{' '.join(cmd)}` failed "
-                               f"(rc={r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    ensure_debian_packages("mosquitto")
     found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.path.exists(found):
-        raise HarnessError("apt-get installed mosquitto but no mosquitto binary was found")
+        raise HarnessError("the mosquitto package is installed but no mosquitto binary was found")
     return found
 
 

@@ -1,0 +1,57 @@
+"""Both models for a process outside kuiperd, answering exactly as the plugin's functions do.
+
+It holds the window functions' form of each model (batch_func.py): one single-threaded copy
+per core, so concurrent callers use every core, and each call runs the per-frame function's
+own checks and code (`ModelFunction.check_option` and `serve_one`), so the answer, and the
+one-line error for bad input, is the plugin's.
+"""
+from typing import Any
+
+from batch_func import BatchFunction, InferenceBatch, LabelImageBatch
+from errors import InputError
+from settings import Settings
+
+# The names callers use: the plugin's per-frame SQL function names.
+FUNCTIONS = ("labelImage", "inference")
+
+
+class ModelHost:
+    def __init__(self, settings: Settings, workers: int = 0):
+        """workers: model copies per function (0: one per usable core, as batch.workers)."""
+        if workers:
+            settings = {**settings, "batch": {**settings["batch"], "workers": workers}}
+        self.functions: dict[str, BatchFunction] = {
+            "labelImage": LabelImageBatch(settings),
+            "inference": InferenceBatch(settings),
+        }
+
+    def start_loading(self) -> None:
+        for function in self.functions.values():
+            function.start_loading()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """True when every model finished loading (or failed to) within timeout."""
+        return all(function.loaded.wait(timeout) for function in self.functions.values())
+
+    def status(self) -> dict[str, str]:
+        """Per function: "ready", "loading", or the one line it failed with."""
+        return {name: ("loading" if not f.loaded.is_set() else f.error or "ready")
+                for name, f in self.functions.items()}
+
+    def ready(self) -> bool:
+        return all(state == "ready" for state in self.status().values())
+
+    def call(self, name: str, image: Any, option: Any = None) -> Any:
+        """The plugin function `name`'s answer for one image (bytes, base64 text or a data URI).
+
+        Raises InputError for bad input or an unknown name, ModelUnavailable while the
+        model loads or after it failed to.
+        """
+        function = self.functions.get(name)
+        if function is None:
+            raise InputError(f"unknown function {name!r}: use one of {', '.join(FUNCTIONS)}")
+        if option is not None:
+            function.check_option(option, None)  # before any wait for the model
+        models = function.ready_model()
+        with models.borrowed() as model:
+            return function.serve_one(model, image, option)
