@@ -185,7 +185,9 @@ class Mosquitto:
 
 def ensure_kuiperd(version: str = KUIPER_VERSION) -> Path:
     """Return the path of a built kuiperd, building it with build_kuiperd.sh if missing."""
-    out = Path.home() / ".cache" / "defect" / f"kuiperd-{version}"  # as the Makefile: once per version
+    # As the Makefile: once per version, with -tags full (the video source); the suffix keeps an
+    # older build without it from being reused.
+    out = Path.home() / ".cache" / "defect" / f"kuiperd-{version}-full"
     binary = out / "kuiperd"
     if binary.exists() and (out / "etc").is_dir():
         return binary

@@ -14,6 +14,7 @@ DEFECT_CWD=$(pwd) exec unshare $user --mount --propagation private -- sh -c '
   for d in ./*/ ./.[!.]*/; do
     [ -d "$d" ] || continue
     name=$(basename "$d")
-    mkdir "/tmp/$name" && mount --no-canonicalize --bind "$d" "/tmp/$name" || exit 1
+    # A directory that another process removes meanwhile is skipped (a shared box), else failing is fatal.
+    mkdir "/tmp/$name" && { mount --no-canonicalize --bind "$d" "/tmp/$name" || [ ! -d "$d" ]; } || exit 1
   done
   cd "$DEFECT_CWD" && exec "$@"' sh "$@"

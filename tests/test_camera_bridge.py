@@ -1,0 +1,461 @@
+"""services/camera.py as its own process against a real mosquitto and real cameras: the shared clip as
+a file and as a live HTTP MJPEG stream served by ffmpeg (tests/video_clip.py).
+
+The parsing tests need neither; the rest are marked e2e (mosquitto), so `--fast` skips them.
+Frame counts are compared over windows with wide margins: the box is shared, timings are not asserted.
+"""
+import base64
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+
+from camera_bridge_process import CAMERA, BridgeProcess
+from errors import InputError
+from paths import REPO
+from video_clip import free_port, http_mjpeg_server, scene_images, session_clip
+
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+import harness
+from services.camera_source import CameraSource, redacted
+from services.frame_publisher import Broker
+
+e2e = pytest.mark.e2e  # needs mosquitto
+
+
+# ---------------------------------------------------------------- parsing (no broker, no camera)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1", ("127.0.0.1", None, False)),
+    ("broker.local:1884", ("broker.local", 1884, False)),
+    ("mqtts://broker.local", ("broker.local", None, True)),
+    ("tcp://10.0.0.2:1883/", ("10.0.0.2", 1883, False)),
+    ("[::1]:8883", ("::1", 8883, False)),
+])
+def test_broker_addresses(text, expected):
+    assert Broker.parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text, word", [("ws://h:1", "unknown scheme"), ("h:99999", "port"), (":1883", "no host")])
+def test_bad_broker_addresses(text, word):
+    with pytest.raises(InputError, match=word):
+        Broker.parse_address(text)
+
+
+def test_sources(tmp_path):
+    clip = tmp_path / "line 1.mp4"
+    clip.write_bytes(b"not checked until opened")
+    assert CameraSource.parse("0").kind == "device"
+    assert CameraSource.parse("0").default_name == "video0"
+    assert CameraSource.parse("rtsp://cam.local:554/s1").default_name == "cam.local"
+    assert CameraSource.parse(str(clip)).default_name == "line 1"
+    assert CameraSource.parse(clip.as_uri()).target == str(clip)  # file:///.../line%201.mp4
+    assert redacted("rtsp://admin:secret@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
+    assert "secret" not in CameraSource.parse("rtsp://admin:secret@10.0.0.5/s1").label
+    for bad in ("", "ftp://x/y", str(tmp_path / "missing.mp4"), str(tmp_path)):
+        with pytest.raises(InputError):
+            CameraSource.parse(bad)
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    mosquitto = harness.Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """30 frames at 5 fps: 10 of a cat, 10 of a parrot, 10 of a surface."""
+    return session_clip(tmp_path_factory, fps=5, seconds_per_scene=2.0)
+
+
+@pytest.fixture
+def subscribe(broker):
+    made = []
+
+    def make(topic, host=None, port=None):
+        made.append(harness.MqttCollector(host or broker.host, port or broker.port, topic))
+        return made[-1]
+    yield make
+    for collector in made:
+        collector.close()
+
+
+@pytest.fixture
+def bridge(broker, tmp_path):
+    """bridge(source, *options, topic=..., mqtt=...) -> a started BridgeProcess; killed at the end if left running."""
+    made = []
+
+    def make(source, *options, topic="frames", mqtt=None, env=None):
+        process = BridgeProcess(str(source), mqtt or f"{broker.host}:{broker.port}", topic, *options,
+                                log_path=tmp_path / f"bridge{len(made)}.log", env=env)
+        made.append(process)
+        return process.start()
+    yield make
+    for process in made:
+        process.__exit__()
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    assert jpeg[:3] == b"\xff\xd8\xff", f"not a JPEG: {jpeg[:16]!r}"
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def nearest_scene(image: np.ndarray) -> str:
+    """The clip scene a frame shows (by mean absolute difference at the frame's size)."""
+    h, w = image.shape[:2]
+    differences = {name: float(np.mean(cv2.absdiff(cv2.resize(reference, (w, h), interpolation=cv2.INTER_AREA),
+                                                   image)))
+                   for name, reference, _ in scene_images()}
+    return min(differences, key=differences.get)
+
+
+def wait_payloads(collector, n: int, timeout: float = 10) -> list[bytes]:
+    return [message.payload for message in collector.wait_for(n, timeout)]
+
+
+def count_in_window(collector, seconds: float) -> int:
+    before = len(collector.payloads())
+    time.sleep(seconds)
+    return len(collector.payloads()) - before
+
+
+# ---------------------------------------------------------------- a file
+
+
+@e2e
+def test_a_file_sends_every_frame_in_order_then_ends(clip, subscribe, bridge):
+    path, scenes = clip
+    out = subscribe("file_frames")
+    process = bridge(path, "--fps", "15", topic="file_frames")
+    assert process.wait(60) == 0, process.log()
+    payloads = wait_payloads(out, 30)
+    time.sleep(1)
+    assert len(out.payloads()) == 30, "a file without --loop sends each of its frames once"
+    shown = [nearest_scene(decode(p)) for p in payloads]
+    assert shown == ["cat"] * 10 + ["parrot"] * 10 + ["surface"] * 10
+    assert decode(payloads[0]).shape == (480, 640, 3)
+    assert "stopped: sent 30 frames" in process.lines()[-1]
+
+
+@e2e
+@pytest.mark.parametrize("fps, sent", [(2, 18), (20, 90)])
+def test_realtime_plays_a_file_at_its_own_speed(fps, sent, camera_clip, subscribe, bridge):
+    """The 10 fps clip (3 s a scene) at --fps 2 sends every fifth frame; at --fps 20 each frame once."""
+    path, _ = camera_clip
+    out = subscribe(f"realtime_{fps}")
+    process = bridge(path, "--fps", str(fps), "--realtime", topic=f"realtime_{fps}")
+    assert process.wait(90) == 0, process.log()
+    payloads = wait_payloads(out, sent)
+    time.sleep(1)
+    assert len(out.payloads()) == sent
+    each = sent // 3
+    assert [nearest_scene(decode(p)) for p in payloads] == ["cat"] * each + ["parrot"] * each + ["surface"] * each
+    assert "dropped 68 " in process.lines()[-1] if fps == 2 else "dropped 0 " in process.lines()[-1]
+
+
+@e2e
+def test_width_and_quality(clip, subscribe, bridge):
+    path, _ = clip
+    sizes = {}
+    for quality in ("30", "95"):
+        out = subscribe(f"sized_{quality}")
+        process = bridge(path, "--fps", "30", "--width", "320", "--quality", quality, topic=f"sized_{quality}")
+        assert process.wait(60) == 0, process.log()
+        payloads = wait_payloads(out, 30)
+        assert decode(payloads[0]).shape == (240, 320, 3)  # 640x480 at width 320 keeps 4:3
+        assert nearest_scene(decode(payloads[0])) == "cat"
+        sizes[quality] = len(payloads[0])
+    assert sizes["30"] < sizes["95"] * 0.6, sizes
+
+
+@e2e
+def test_json_field_payload(clip, subscribe, bridge):
+    path, _ = clip
+    out = subscribe("json_frames")
+    began = time.time() * 1000
+    process = bridge(path, "--fps", "30", "--json-field", "image", "--camera-name", "line-1", topic="json_frames")
+    assert process.wait(60) == 0, process.log()
+    rows = [json.loads(p) for p in wait_payloads(out, 30)]
+    assert all(set(row) == {"image", "ts", "camera"} for row in rows)
+    assert all(row["camera"] == "line-1" for row in rows)
+    stamps = [row["ts"] for row in rows]
+    assert stamps == sorted(stamps) and began <= stamps[0] <= stamps[-1] <= time.time() * 1000
+    assert nearest_scene(decode(base64.b64decode(rows[15]["image"], validate=True))) == "parrot"
+    other = subscribe("json_default_name")
+    bridge(path, "--fps", "30", "--json-field", "picture", topic="json_default_name").wait(60)
+    row = json.loads(wait_payloads(other, 1)[0])
+    assert set(row) == {"picture", "ts", "camera"} and row["camera"] == path.stem
+
+
+# ---------------------------------------------------------------- rate
+
+
+@e2e
+def test_the_rate_is_honoured(camera_clip, clip, subscribe, bridge):
+    """The shared camera clip (10 fps) live at --fps 2 gives about 2 frames a second, and the rest count as dropped;
+    a looping file at --fps 4 gives about 4."""
+    with http_mjpeg_server(camera_clip[0]) as camera:
+        live = subscribe("rate_live")
+        process = bridge(camera.url, "--fps", "2", "--progress", "2", topic="rate_live")
+        live.wait_for(1, timeout=30)
+        sent = count_in_window(live, 6)
+        assert 4 <= sent <= 2 * 6 + 2, sent
+        line = process.wait_for_line("dropped", after=2)
+        dropped = int(line.split("dropped ")[1].split()[0])
+        assert dropped > 0, line
+        assert process.stop() == 0
+    looped = subscribe("rate_file")
+    process = bridge(clip[0], "--fps", "4", "--loop", topic="rate_file")
+    looped.wait_for(1, timeout=30)
+    sent = count_in_window(looped, 6)
+    assert 8 <= sent <= 4 * 6 + 2, sent
+    time.sleep(3)  # past the clip's 30 frames (7.5 s): --loop starts it again
+    assert process.alive()
+    assert process.stop() == 0
+
+
+# ---------------------------------------------------------------- outages
+
+
+@e2e
+def test_the_camera_goes_away_and_comes_back(camera_clip, subscribe, bridge):
+    with http_mjpeg_server(camera_clip[0]) as camera:
+        out = subscribe("camera_outage")
+        process = bridge(camera.url, "--fps", "5", topic="camera_outage")
+        out.wait_for(3, timeout=30)
+        camera.stop()
+        process.wait_for_line("lost")
+        seen = len(out.payloads())
+        time.sleep(3)
+        assert process.alive(), process.log()
+        camera.start()
+        process.wait_for_line("is back", timeout=30)
+        out.wait_for(seen + 5, timeout=30)
+        assert process.stop() == 0
+
+
+@e2e
+def test_the_broker_is_late_then_goes_away_and_comes_back(clip, bridge, tmp_path):
+    own = harness.Mosquitto(tmp_path / "own_broker")  # its port is chosen; it starts after the bridge
+    try:
+        process = bridge(clip[0], "--fps", "5", "--loop", topic="broker_outage", mqtt=f"{own.host}:{own.port}")
+        process.wait_for_line("not reachable")
+        own.start()
+        process.wait_for_line("connected to", timeout=30)
+        first = harness.MqttCollector(own.host, own.port, "broker_outage")
+        first.wait_for(3, timeout=30)
+        first.close()
+        own.stop()
+        process.wait_for_line("lost")
+        time.sleep(3)
+        assert process.alive(), process.log()
+        own.start()  # same port
+        process.wait_for_line("is back", timeout=30)
+        again = harness.MqttCollector(own.host, own.port, "broker_outage")
+        try:
+            again.wait_for(5, timeout=30)
+        finally:
+            again.close()
+        assert process.stop() == 0
+        summary = process.lines()[-1]
+        assert "stopped" in summary and int(summary.split("+ ")[1].split()[0]) > 0, summary  # broker-away drops
+    finally:
+        own.stop()
+
+
+# ---------------------------------------------------------------- errors and stopping
+
+
+@pytest.fixture(scope="module")
+def web_server():
+    """An HTTP server that is no camera: /locked wants a password, /page is a web page."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            locked = self.path == "/locked"
+            body = b"" if locked else b"<html>a camera's web page</html>"
+            self.send_response(401 if locked else 200)
+            self.send_header("Content-Type", "text/html")
+            if locked:
+                self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("source, options, reason", [
+    ("http://127.0.0.1:{port}/cam", (), "Connection refused"),
+    ("{web}/locked", (), "HTTP 401 Unauthorized"),
+    ("http://admin:secret@{web_host}/locked", (), "HTTP 401 Unauthorized"),
+    ("{web}/page", (), "it answers text/html"),
+    ("rtsp://user:secret@127.0.0.1:{port}/s1", (), "Connection refused"),
+    ("{tmp}/missing.mp4", (), "no such file"),
+    ("{tmp}/notes.mp4", (), "not a video"),
+    ("ftp://127.0.0.1/cam", (), "unknown scheme"),
+    ("rtsp://user:secret@127.0.0.1:99999/s1", (), "bad URL in SOURCE: Port out of range"),
+    ("{tmp}/notes.mp4", ("--fps", "0"), "--fps"),
+    ("{tmp}/notes.mp4", ("--quality", "101"), "--quality"),
+    ("{tmp}/notes.mp4", ("--mqtt", "h:x"), "port"),
+    ("{tmp}/notes.mp4", ("--tls-ca", "{tmp}/none.pem"), "no such file"),
+])
+def test_a_bad_source_or_option_is_one_line_and_exit_2(source, options, reason, tmp_path, web_server):
+    """No broker is needed: a source that never gave a frame fails before the bridge connects."""
+    (tmp_path / "notes.mp4").write_text("a text file, not a video\n")
+    fill = {"port": free_port(), "tmp": tmp_path, "web": web_server, "web_host": web_server.removeprefix("http://")}
+    command = [sys.executable, CAMERA, source.format(**fill), "--topic", "t", *(o.format(**fill) for o in options)]
+    r = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("camera.py: ") and reason in lines[0], r.stderr
+    assert "secret" not in r.stderr
+
+
+@e2e
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_it_cleanly(signum, clip, broker, subscribe, bridge):
+    out = subscribe("stopping")
+    process = bridge(clip[0], "--fps", "5", "--loop", topic="stopping")
+    out.wait_for(2, timeout=30)
+    assert process.stop(signum) == 0
+    assert "stopped: sent" in process.lines()[-1]
+    assert "Traceback" not in process.log()
+    client_id = process.wait_for_line("connected to").split(" as ")[1].split(",")[0]
+    # mosquitto logs "Client <id> disconnected." for an MQTT DISCONNECT, "closed its connection." otherwise.
+    assert f"Client {client_id} disconnected." in broker.log_path.read_text(), broker.log_path.read_text()[-2000:]
+
+
+@e2e
+def test_python_dash_m_and_any_directory(clip, broker, subscribe, tmp_path):
+    out = subscribe("dash_m")
+    r = subprocess.run([sys.executable, "-m", "services.camera", str(clip[0]), "--mqtt", f"{broker.host}:{broker.port}",
+                        "--topic", "dash_m", "--fps", "30"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert len(out.wait_for(30, timeout=10)) == 30
+
+
+# ---------------------------------------------------------------- TLS and credentials
+
+
+def make_certificates(folder):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with the openssl command."""
+    harness.ensure_debian_packages("openssl")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=camera test CA")
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, extra in (("server", ("-extfile", "server.ext")), ("client", ())):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", *extra)
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory):
+    """mosquitto with two TLS listeners and a password: one also asks for a client certificate."""
+    folder = tmp_path_factory.mktemp("tls_broker")
+    make_certificates(folder)
+    harness.ensure_debian_packages("mosquitto")
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(folder / "passwords"), "cam", "s3cret pass"], check=True,
+                   capture_output=True)
+    ports = {"password": harness.free_port(), "certificate": harness.free_port()}
+    listener = (f"cafile {folder}/ca.pem\ncertfile {folder}/server.pem\nkeyfile {folder}/server.key\n")
+    (folder / "mosquitto.conf").write_text(
+        f"per_listener_settings false\nallow_anonymous false\npassword_file {folder}/passwords\n"
+        f"persistence false\nlog_dest file {folder}/mosquitto.log\nlog_type all\n"
+        + ("user root\n" if os.geteuid() == 0 else "")
+        + f"listener {ports['password']} 127.0.0.1\n{listener}"
+        + f"listener {ports['certificate']} 127.0.0.1\n{listener}require_certificate true\n")
+    proc = subprocess.Popen([harness.ensure_mosquitto(), "-c", str(folder / "mosquitto.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for port in ports.values():
+            harness.wait_tcp("127.0.0.1", port, 10, proc, "mosquitto with TLS")
+        yield folder, ports
+    finally:
+        harness.stop_process(proc)
+
+
+def tls_subscriber(folder, port, topic):
+    """A paho client that logs in with the test password over TLS and collects `topic`."""
+    received, subscribed = [], threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.tls_set(ca_certs=str(folder / "ca.pem"), certfile=str(folder / "client.pem"),
+                   keyfile=str(folder / "client.key"))
+    client.username_pw_set("cam", "s3cret pass")
+    client.on_connect = lambda c, *_: c.subscribe(topic, 1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda c, u, message: received.append(message.payload)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert subscribed.wait(15), "the test's own TLS subscriber did not subscribe"
+    return client, received
+
+
+@e2e
+@pytest.mark.parametrize("listener, options", [
+    ("password", ("--tls-ca", "{folder}/ca.pem")),
+    ("password", ("--tls-insecure",)),
+    ("certificate", ("--tls-ca", "{folder}/ca.pem", "--tls-cert", "{folder}/client.pem",
+                     "--tls-key", "{folder}/client.key")),
+], ids=["ca", "insecure", "client-certificate"])
+def test_tls_with_a_password_from_the_environment(listener, options, tls_broker, clip, tmp_path):
+    folder, ports = tls_broker
+    client, received = tls_subscriber(folder, ports["certificate"], "tls_frames")
+    try:
+        process = BridgeProcess(str(clip[0]), f"mqtts://127.0.0.1:{ports[listener]}", "tls_frames", "--fps", "30",
+                                "--username", "cam", *(o.format(folder=folder) for o in options),
+                                log_path=tmp_path / "bridge.log", env={"MQTT_PASSWORD": "s3cret pass"}).start()
+        assert process.wait(60) == 0, process.log()
+        harness.wait_until(lambda: len(received) >= 30, 15, what="30 frames over TLS")
+        assert decode(received[0]).shape == (480, 640, 3)
+        assert "s3cret" not in " ".join(process.command) + process.log()
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+@e2e
+@pytest.mark.parametrize("options, env, reason", [
+    (("--tls-ca", "{folder}/ca.pem", "--username", "cam"), {"MQTT_PASSWORD": "wrong"}, "not authorized"),
+    (("--tls-ca", "{folder}/ca.pem", "--username", "cam", "--password", "s3cret pass"), {}, None),
+    (("--username", "cam"), {"MQTT_PASSWORD": "s3cret pass"}, "certificate verify failed"),  # system CAs
+], ids=["wrong-password", "password-option", "unknown-ca"])
+def test_broker_credentials_and_certificates(options, env, reason, tls_broker, clip, tmp_path):
+    """What retrying cannot fix is one line and exit 2; the --password option works too."""
+    folder, ports = tls_broker
+    command = [sys.executable, CAMERA, str(clip[0]), "--mqtt", f"mqtts://127.0.0.1:{ports['password']}",
+               "--topic", "tls_refused", "--fps", "30", *(o.format(folder=folder) for o in options)]
+    r = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    if reason is None:
+        assert r.returncode == 0, r.stderr
+        return
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0], r.stderr
