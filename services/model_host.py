@@ -15,14 +15,22 @@ from settings import Settings
 FUNCTIONS = ("labelImage", "inference")
 
 
+class HostedLabelImage(LabelImageBatch):
+    name = "labelImage"  # its messages ("... model is still loading") name what the caller called
+
+
+class HostedInference(InferenceBatch):
+    name = "inference"
+
+
 class ModelHost:
     def __init__(self, settings: Settings, workers: int = 0):
         """workers: model copies per function (0: one per usable core, as batch.workers)."""
         if workers:
             settings = {**settings, "batch": {**settings["batch"], "workers": workers}}
         self.functions: dict[str, BatchFunction] = {
-            "labelImage": LabelImageBatch(settings),
-            "inference": InferenceBatch(settings),
+            "labelImage": HostedLabelImage(settings),
+            "inference": HostedInference(settings),
         }
 
     def start_loading(self) -> None:

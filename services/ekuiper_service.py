@@ -1,0 +1,69 @@
+"""Builds the zip eKuiper's `POST /services` registers: the model service as external SQL functions.
+
+    python services/ekuiper_service.py --grpc 10.0.0.5:50051 --http http://10.0.0.5:8084 -o build/defect_service.zip
+    curl -X POST http://127.0.0.1:9081/services -d '{"name": "defect_service", "file": "file:///abs/build/defect_service.zip"}'
+
+The zip holds services/ekuiper/defect_service.json (the descriptor) with the addresses given here
+and schemas/defect.proto (the service's own proto, services/defect.proto). Functions, once registered:
+labelImageGrpc(image, k, id) and inferenceGrpc(image, threshold, id) over gRPC, and
+defectHttp("post", "/analyze/<function>", object_construct("image", image, ...)) over REST.
+"""
+import argparse
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DESCRIPTOR = HERE / "ekuiper" / "defect_service.json"
+PROTO = HERE / "defect.proto"
+SERVICE_NAME = DESCRIPTOR.stem  # eKuiper names the service after its json file
+
+
+def descriptor(grpc_address: str | None, http_url: str | None, api_key: str | None) -> dict:
+    """The descriptor with these addresses; an interface given no address is left out."""
+    conf = json.loads(DESCRIPTOR.read_text())
+    interfaces = conf["interfaces"]
+    if grpc_address:
+        interfaces["defectGrpc"]["address"] = f"tcp://{grpc_address.removeprefix('tcp://')}"
+    else:
+        del interfaces["defectGrpc"]
+    if http_url:
+        interfaces["defectHttp"]["address"] = http_url.rstrip("/")
+        if api_key:  # eKuiper's gRPC calls carry no metadata: only REST can send a key
+            interfaces["defectHttp"]["options"]["headers"]["X-API-Key"] = api_key
+    else:
+        del interfaces["defectHttp"]
+    return conf
+
+
+def write_zip(path: Path, grpc_address: str | None, http_url: str | None, api_key: str | None = None) -> Path:
+    """Write the service zip to path; return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{SERVICE_NAME}.json", json.dumps(descriptor(grpc_address, http_url, api_key), indent=2))
+        z.writestr("schemas/", "")  # kuiperd makes one missing folder level per file; say it anyway
+        z.write(PROTO, f"schemas/{PROTO.name}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ekuiper_service.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grpc", metavar="HOST:PORT",
+                        help="the service's gRPC address (it must run without an API key)")
+    parser.add_argument("--http", metavar="URL", help="the service's HTTP base URL, e.g. http://10.0.0.5:8084")
+    parser.add_argument("--api-key", help="sent as the X-API-Key header of the REST calls")
+    parser.add_argument("-o", "--out", default=f"build/{SERVICE_NAME}.zip", help="the zip to write")
+    args = parser.parse_args(argv)
+    if not args.grpc and not args.http:
+        parser.error("give --grpc, --http or both")
+    path = write_zip(Path(args.out), args.grpc, args.http, args.api_key)
+    print(f"wrote {path}; register it with:\n  curl -X POST http://127.0.0.1:9081/services -d "
+          f"'{{\"name\": \"{SERVICE_NAME}\", \"file\": \"file://{os.path.abspath(path)}\"}}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

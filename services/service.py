@@ -1,0 +1,130 @@
+"""The model service's entry: HTTP (services/http_api.py) and gRPC (services/grpc_api.py) over one ModelHost.
+
+    python services/service.py --host 127.0.0.1 --http-port 8084 --grpc-port 50051
+
+Only wiring: the plugin's config and environment (settings.load_settings), the models loading
+in the background (the HTTP port answers 503 until they are in), an optional API key and TLS
+for both, and a clean stop on SIGTERM or Ctrl-C.
+"""
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+
+# Runnable as a file from any directory: the plugin's modules and `services` are imported from the repo root.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import uvicorn  # noqa: E402
+
+from errors import ConfigError, first_line  # noqa: E402
+from services.http_api import API_KEY_HEADER, create_app  # noqa: E402
+from services.model_host import ModelHost  # noqa: E402
+from settings import load_settings  # noqa: E402
+
+API_KEY_VAR = "DEFECT_API_KEY"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="service.py", description="The defect plugin's two models over HTTP and gRPC, "
+        "with the plugin's config (config.json, DEFECT_CONFIG, LABEL_MODEL, DEFECT_MODEL, ...).")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 to face a network)")
+    parser.add_argument("--http-port", type=int, default=8084, help="HTTP port (default 8084)")
+    parser.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0: no gRPC)")
+    parser.add_argument("--api-key-file", metavar="FILE",
+                        help=f"a file holding the API key callers must send ({API_KEY_HEADER} header, "
+                             f"x-api-key gRPC metadata); or set {API_KEY_VAR}")
+    parser.add_argument("--tls-cert", metavar="PEM", help="certificate (chain) for HTTPS and gRPC TLS")
+    parser.add_argument("--tls-key", metavar="PEM", help="its private key")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="model copies per function, each serving one request at a time "
+                             "(default: batch.workers; 0: one per core)")
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    key = read_file(args.api_key_file, "--api-key-file").decode().strip() if args.api_key_file \
+        else os.environ.get(API_KEY_VAR, "").strip()
+    if (args.api_key_file or os.environ.get(API_KEY_VAR)) and not key:
+        raise ConfigError(f"the API key ({args.api_key_file or API_KEY_VAR}) is empty")
+    return key or None
+
+
+def announce_when_loaded(host: ModelHost, server: uvicorn.Server, urls: list[str]) -> None:
+    """One line once both models are in (or failed) and HTTP listens: "ready" means calls are served."""
+    host.wait_loaded()
+    while not server.started:
+        time.sleep(0.05)
+    status = host.status()
+    failed = [state for state in status.values() if state not in ("ready", "loading")]
+    if failed:
+        print(f"service: not ready: {'; '.join(failed)} (/healthz answers 503 with it)", flush=True)
+    else:
+        print(f"service: ready ({', '.join(status)}) at {' and '.join(urls)}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+        key = api_key(args)
+        tls = (read_file(args.tls_cert, "--tls-cert"), read_file(args.tls_key, "--tls-key")) if args.tls_cert else None
+    except ConfigError as e:
+        print(f"service.py: {e}", file=sys.stderr)
+        return 2
+
+    host = ModelHost(settings, args.workers)
+    host.start_loading()
+    # SIGTERM ends the process like Ctrl-C: uvicorn stops gracefully and re-raises the signal
+    # after, which lands here as SystemExit, so gRPC is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+    scheme = "https" if tls else "http"
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    urls = [f"{scheme}://{shown_host}:{args.http_port} (docs: /docs)"]
+    grpc_server = None
+    if args.grpc_port:
+        from services.grpc_api import build_grpc_server  # gRPC's modules load only when it is served
+        try:
+            grpc_server = build_grpc_server(host, f"{shown_host}:{args.grpc_port}", key, tls)
+        except RuntimeError as e:  # grpcio's answer to a port in use or an address it cannot bind
+            print(f"service.py: gRPC cannot listen on {shown_host}:{args.grpc_port}: {first_line(e)}",
+                  file=sys.stderr)
+            return 2
+        grpc_server.start()
+        urls.append(f"grpc{'s' if tls else ''}://{shown_host}:{args.grpc_port}")
+    print(f"service: listening on {' and '.join(urls)}; loading the models", flush=True)
+    app = create_app(host, settings["input"]["max_bytes"], key)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.http_port, log_level="warning", access_log=False,
+        ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=5))
+    threading.Thread(target=announce_when_loaded, args=(host, server, urls), daemon=True).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=2).wait()
+        print("service: stopped", flush=True)
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

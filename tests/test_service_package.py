@@ -1,0 +1,44 @@
+"""build/defect-service.zip (`make package-service`) holds all the service needs: unpacked in a
+directory of its own, its services/serve.sh starts HTTP and gRPC with the zip's config and models.
+
+The Python given (DEFECT_PYTHON, the dev venv) already has the requirements, so serve.sh makes no
+venv here; what is tested is that the zip is complete and the command in the README runs.
+"""
+import os
+import sys
+import zipfile
+
+import pytest
+import requests
+
+from paths import REPO, fixture_path
+from service_process import HOST, ServiceProcess
+
+pytestmark = pytest.mark.timeout(300)
+SERVICE_ZIP = os.path.join(REPO, "build", "defect-service.zip")
+
+
+def test_the_service_zip_serves_from_a_directory_of_its_own(tmp_path):
+    if not os.path.isfile(SERVICE_ZIP):
+        pytest.fail(f"{SERVICE_ZIP} is missing: run `make package-service` first")
+    unpacked = tmp_path / "defect-service"
+    with zipfile.ZipFile(SERVICE_ZIP) as z:
+        z.extractall(unpacked)
+    service = ServiceProcess([], env={"DEFECT_PYTHON": sys.executable}, cwd=str(tmp_path), grpc=True)
+    service.command = ["bash", str(unpacked / "services" / "serve.sh"), *service.command[2:]]
+    service.start()
+    try:
+        service.wait_for("service: ready")
+        assert f"grpc://{HOST}:{service.grpc_port}" in service.output
+        assert requests.get(f"http://{HOST}:{service.http_port}/healthz").status_code == 200
+        with open(fixture_path("images", "parrot.jpg"), "rb") as f:
+            answer = requests.post(f"http://{HOST}:{service.http_port}/analyze/labelImage?k=1", data=f.read(),
+                                   headers={"Content-Type": "image/jpeg"})
+        assert answer.json()[0]["label"] == "89:macaw"
+        # The zip's service.py runs (serve.sh exec'd it), on the zip's models (LiteRT maps its model file).
+        with open(f"/proc/{service.proc.pid}/cmdline", "rb") as f:
+            assert str(unpacked / "services" / "service.py").encode() in f.read()
+        with open(f"/proc/{service.proc.pid}/maps") as f:
+            assert str(unpacked / "models" / "mobilenet_v2_1.0_224_quant.tflite") in f.read()
+    finally:
+        assert service.stop() == 0, service.output
