@@ -82,14 +82,29 @@ say "creating venv in $(pwd)/.venv with $PYTHON"
 # import, and kuiperd runs install.sh only once. Removed unless the install completes.
 trap 'rm -rf .venv' EXIT
 "$PYTHON" -m venv .venv || { say "ERROR: '$PYTHON -m venv' failed; on Debian/Ubuntu install the python3-venv package" >&2; exit 1; }
+# requirements.txt's lines marked `# --no-deps` (the ekuiper SDK, whose exact pynng pin has no
+# aarch64 wheel) go in after the others, without their own dependencies.
+pip_install() {  # $@: where from (none: the package index)
+  grep -v '^[^#]*# --no-deps' requirements.txt > .venv/requirements-deps.txt
+  sed -n 's/^\([^#]*[^#[:space:]]\)[[:space:]]*# --no-deps.*/\1/p' requirements.txt > .venv/requirements-no-deps.txt
+  .venv/bin/python -m pip install --disable-pip-version-check "$@" -r .venv/requirements-deps.txt &&
+    .venv/bin/python -m pip install --disable-pip-version-check "$@" --no-deps -r .venv/requirements-no-deps.txt
+}
 if [ -d wheels ]; then
   say "installing requirements from the bundled wheels (offline)"
-  .venv/bin/python -m pip install --disable-pip-version-check --no-index --find-links wheels -r requirements.txt \
+  pip_install --no-index --find-links wheels \
     || { say "ERROR: offline install from wheels/ failed (wrong platform or Python version?)" >&2; exit 1; }
 else
   say "installing requirements from the package index"
-  .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt \
+  pip_install \
     || { say "ERROR: pip install failed; without network, use the offline zip (make package-offline)" >&2; exit 1; }
+fi
+# A wheel may link to a system library it does not bundle (pynng's aarch64 wheel: libatomic.so.1):
+# found here, in one line, rather than by the plugin failing to start.
+if ! loaded=$(.venv/bin/python -c 'import ekuiper, pynng, numpy, cv2, openvino' 2>&1); then
+  say "ERROR: the installed requirements do not load: $(echo "$loaded" | tail -n 1)" >&2
+  case $loaded in *libatomic*) say "install the system's libatomic1 (Debian/Ubuntu: apt-get install libatomic1), then the plugin again" >&2 ;; esac
+  exit 1
 fi
 trap - EXIT
 say "done"

@@ -1,10 +1,13 @@
 """Image labelling with a TFLite classifier (MobileNet): pixels in, top-k labels out.
 
+The `.tflite` runs on LiteRT, or on OpenVINO, which reads the same file (label.runtime).
+
 Pure logic, no eKuiper: `python label.py [IMAGE or FOLDER ...]` prints one JSON line per image,
 as TensorFlow Lite's label_image.py does (`--help` for the options).
 """
 import argparse
 import os
+import platform
 import sys
 import threading
 from typing import Any
@@ -23,6 +26,15 @@ DEFAULTS = defaults("label")
 SAMPLE_IMAGE = os.path.join(PLUGIN_DIR, "models", "sample_cat.jpg")
 
 
+def resolve_runtime(runtime: str) -> str:
+    """label.runtime as run here: `auto` is LiteRT on x86_64 (the faster there, `make bench`) and
+    OpenVINO elsewhere, the one runtime proven on arm64 (under qemu LiteRT segfaults in
+    allocate_tensors; README, Platforms)."""
+    if runtime != "auto":
+        return runtime
+    return "litert" if platform.machine().lower() in ("x86_64", "amd64") else "openvino"
+
+
 def make_interpreter(model_path: str, threads: int = 0) -> Any:
     """LiteRT (ai-edge-litert) is the maintained runtime; tflite_runtime is the fallback.
     threads 0: every core."""
@@ -35,6 +47,61 @@ def make_interpreter(model_path: str, threads: int = 0) -> Any:
     return Interpreter(model_path=model_path, num_threads=threads or usable_cores())
 
 
+class LiteRTRunner:
+    """LiteRT's interpreter on the classifier: run(tensor) -> the raw first output row."""
+
+    def __init__(self, model_path: str, threads: int = 0):
+        self.interpreter = make_interpreter(model_path, threads)
+        self.interpreter.allocate_tensors()
+        model_input = self.interpreter.get_input_details()[0]
+        model_output = self.interpreter.get_output_details()[0]
+        self.input_shape = tuple(int(n) for n in model_input["shape"])
+        self.input_is_float = model_input["dtype"] == np.float32
+        self.input_index = model_input["index"]
+        self.output_index = model_output["index"]
+        self.classes = int(model_output["shape"][-1])
+        self.output_scale, self.output_zero = model_output["quantization"]
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input_index, tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index)[0]
+
+
+class OpenVINORunner:
+    """OpenVINO's TFLite frontend on the same `.tflite`, fed the same tensor as LiteRT.
+
+    A quantised output comes out of the graph as FakeQuantize -> Convert(u8); the
+    FakeQuantize's ranges are the TFLite output's scale and zero point."""
+
+    def __init__(self, model_path: str, threads: int = 0):
+        import openvino as ov  # only this runtime needs it here; LiteRT's start stays as light as before
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"model file not found: {model_path}")
+        core = ov.Core()
+        model = core.read_model(model_path)
+        self.input_shape = tuple(int(n) for n in model.input().get_shape())
+        self.input_is_float = model.input().get_element_type() == ov.Type.f32
+        self.classes = int(model.output().get_shape()[-1])
+        self.output_scale, self.output_zero = 0.0, 0
+        if model.output().get_element_type() != ov.Type.f32:
+            quantize = model.get_results()[0].input_value(0).get_node().input_value(0).get_node()
+            if quantize.get_type_name() == "FakeQuantize":
+                in_low, in_high, out_low, out_high = (
+                    float(quantize.input_value(i).get_node().get_data().reshape(-1)[0]) for i in range(1, 5))
+                self.output_scale = (in_high - in_low) / (out_high - out_low)
+                self.output_zero = round(out_low - in_low / self.output_scale)
+        # f32: at OpenVINO's default precision (bf16 where the CPU has it) grace_hopper.bmp's top
+        # confidence was 0.035 off LiteRT's; at f32 every fixture image is within 4/256 of it.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or usable_cores(),
+                  "INFERENCE_PRECISION_HINT": "f32"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        return self.request.infer([tensor])[self.compiled.output(0)][0]
+
+
 def read_labels(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
@@ -43,22 +110,19 @@ def read_labels(path: str) -> list[str]:
 class ImageLabeler:
     """One loaded classifier; `label(bgr)` returns [{"confidence", "label": "286:Egyptian cat"}, ...]."""
 
-    def __init__(self, model_path: str, labels_path: str, top_k: int = DEFAULTS["top_k"], threads: int = 0):
-        self.interpreter = make_interpreter(model_path, threads)
-        self.interpreter.allocate_tensors()
-        model_input = self.interpreter.get_input_details()[0]
-        model_output = self.interpreter.get_output_details()[0]
-        _, self.height, self.width, _ = model_input["shape"]
-        self.input_index = model_input["index"]
-        self.input_is_float = model_input["dtype"] == np.float32
-        self.output_index = model_output["index"]
-        self.output_scale, self.output_zero = model_output["quantization"]
+    def __init__(self, model_path: str, labels_path: str, top_k: int = DEFAULTS["top_k"], threads: int = 0,
+                 runtime: str = DEFAULTS["runtime"]):
+        self.runtime = resolve_runtime(runtime)
+        self.runner = (OpenVINORunner if self.runtime == "openvino" else LiteRTRunner)(model_path, threads)
+        _, self.height, self.width, _ = self.runner.input_shape
+        self.input_is_float = self.runner.input_is_float
+        self.output_scale, self.output_zero = self.runner.output_scale, self.runner.output_zero
         self.labels = read_labels(labels_path)
-        classes = int(model_output["shape"][-1])
+        classes = self.runner.classes
         if len(self.labels) != classes:
             raise ValueError(f"{labels_path} has {len(self.labels)} labels but the model has {classes} classes")
         self.top_k = top_k
-        self.lock = threading.Lock()  # one interpreter, one invocation at a time
+        self.lock = threading.Lock()  # one interpreter (infer request), one invocation at a time
 
     @property
     def size(self) -> tuple[int, int]:
@@ -79,9 +143,7 @@ class ImageLabeler:
         if self.input_is_float:  # float MobileNets expect [-1, 1]
             tensor = (tensor.astype(np.float32) - 127.5) / 127.5
         with self.lock:
-            self.interpreter.set_tensor(self.input_index, tensor)
-            self.interpreter.invoke()
-            raw = self.interpreter.get_tensor(self.output_index)[0]
+            raw = self.runner.run(tensor)
         if self.output_scale:  # quantised output: dequantise with the model's own parameters
             return (raw.astype(np.float32) - self.output_zero) * self.output_scale
         return raw.astype(np.float32)
@@ -97,7 +159,7 @@ class ImageLabeler:
 def labeler_from_settings(settings: Settings) -> ImageLabeler:
     """The labeller that validated settings (settings.load_settings) describe."""
     conf = settings["label"]
-    return ImageLabeler(conf["model"], conf["labels"], conf["top_k"], conf["threads"])
+    return ImageLabeler(conf["model"], conf["labels"], conf["top_k"], conf["threads"], conf["runtime"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-m", "--model", help="TFLite classifier (default: label.model)")
     parser.add_argument("-l", "--labels", help="labels file, one a line (default: label.labels)")
     parser.add_argument("--threads", type=command_line.config_type("label", "threads"), metavar="N",
-                        help="LiteRT threads, 0: every core (default: label.threads)")
+                        help="runtime threads, 0: every core (default: label.threads)")
     args = parser.parse_args(argv)
     try:
         settings = command_line.with_overrides(load_settings(), "label", model=command_line.absolute(args.model),

@@ -85,6 +85,15 @@ def one_of(*choices: str) -> tuple[str, Callable[[Any], str]]:
     return f"one of {', '.join(choices)}", check
 
 
+def name_of(*choices: str) -> tuple[str, Callable[[Any], str]]:
+    """One of lower-case names, in any case."""
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise Invalid
+        return value.lower()
+    return f"one of {', '.join(choices)}", check
+
+
 def device_family(name: str) -> str:
     """GPU for OpenVINO's forms GPU.1 and AUTO for AUTO:GPU,CPU (HETERO is not offered)."""
     return name.upper().split(":")[0].split(".")[0]
@@ -138,6 +147,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "labels": _key("models/imagenet_labels.txt", file_path(), path=True),
         "top_k": _key(5, whole(1)),  # above the class count, every class is returned
         "threads": _key(0, whole(0, 1024)),  # 0: measured at load
+        # auto: LiteRT on x86_64, OpenVINO (reading the same .tflite) elsewhere (label.resolve_runtime).
+        "runtime": _key("auto", name_of("auto", "litert", "openvino")),
     },
     "defect": {
         "model": _key("models/model.xml", file_path(), path=True),

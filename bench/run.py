@@ -89,14 +89,11 @@ def floors(segmenter, labeler, deeplab_xml, inputs):
     # already-resized uint8 NHWC BGR frame (colour/layout/type conversion is in the graph).
     frame = cv2.resize(pixels_of(inputs["surface VGA"]), segmenter.size, interpolation=cv2.INTER_AREA)[np.newaxis]
 
-    # MobileNet: the plugin's LiteRT interpreter, fed a resized RGB uint8 tensor.
+    # MobileNet: the plugin's runtime (label.runtime; LiteRT on x86_64), fed a resized RGB uint8 tensor.
     rgb = cv2.cvtColor(cv2.resize(pixels_of(inputs["cat VGA"]), labeler.size), cv2.COLOR_BGR2RGB)[np.newaxis]
-    interpreter = labeler.interpreter
 
     def invoke():
-        interpreter.set_tensor(labeler.input_index, rgb)
-        interpreter.invoke()
-        return interpreter.get_tensor(labeler.output_index)
+        return labeler.runner.run(rgb)
 
     # DeepLab v3 IR, for scale: compiled as the plugin compiles its model.
     core = ov.Core()
@@ -154,6 +151,29 @@ def measure_baselines(settings, inputs, n, warmup, n_slow, warmup_slow):
         base["inference"][name] = timed(lambda: tutorial.tutorial_inference(inputs[name], model_xml),
                                         n_slow, warmup_slow)
     return base
+
+
+def measure_label_runtimes(settings, inputs, n, warmup):
+    """labelImage on each label.runtime (LiteRT, OpenVINO reading the same .tflite): the public call
+    (a new frame each time) and the runtime alone on a prepared tensor, all interleaved."""
+    functions = {runtime: LabelImage({**settings, "label": {**settings["label"], "runtime": runtime}})
+                 for runtime in ("litert", "openvino")}
+    for function in functions.values():
+        function.start_loading()
+        function.loaded.wait(300)
+        function.ready_model()
+    rows = {}
+    for name in LABEL_INPUTS:
+        args = [inputs[name]]
+        fns = {}
+        for runtime, function in functions.items():
+            model = function.ready_model()
+            check_label(function.exec(args, None), f"labelImage on {runtime} {name}")
+            rgb = cv2.cvtColor(cv2.resize(pixels_of(inputs[name]), model.size), cv2.COLOR_BGR2RGB)[np.newaxis]
+            fns[f"{runtime} call"] = lambda function=function: uncached_exec(function, args)
+            fns[f"{runtime} raw"] = lambda model=model, rgb=rgb: model.runner.run(rgb)
+        rows[name] = {k: v["median_ms"] for k, v in timed_together(fns, n, warmup).items()}
+    return rows
 
 
 def first_success(host, symbol, b64):
@@ -325,6 +345,11 @@ def report(r, markdown=False):
                       "kuiperd results/s", "results/s x call"], wire, markdown))
     if not isinstance(r["kuiperd"], dict):
         out.append(f"\nkuiperd: {r['kuiperd']}")
+    if r.get("label_runtimes"):
+        out.append("")
+        out.append(table(["labelImage by label.runtime", "LiteRT call", "LiteRT raw", "OpenVINO call", "OpenVINO raw"],
+                         [[name, c["litert call"], c["litert raw"], c["openvino call"], c["openvino raw"]]
+                          for name, c in r["label_runtimes"].items()], markdown))
     if r.get("anomalib"):
         out.append("")
         out.append(table(["inference, anomalib PaDiM export (fixtures) fed at 256x256", "call", "p95", "raw",
@@ -436,6 +461,7 @@ def main():
     for function in functions.values():
         function.start_loading()
     for function in functions.values():
+        function.loaded.wait(300)  # thread tuning builds each model twice: longer than a call's own wait
         function.ready_model()
 
     print("raw inference ...", file=sys.stderr)
@@ -444,6 +470,8 @@ def main():
     r["raw"] = {name: timed(fn, 2 * n, 2 * warmup) for name, fn in floor.items()}
     print("public calls ...", file=sys.stderr)
     r["call"] = measure_calls(functions, floor, inputs, n, warmup)
+    print("labelImage on each label.runtime ...", file=sys.stderr)
+    r["label_runtimes"] = measure_label_runtimes(settings, inputs, n, warmup)
     print("anomalib export as the inference model ...", file=sys.stderr)
     r["anomalib"] = measure_anomalib(args.fixtures, n, warmup)
     print("tutorial baselines ...", file=sys.stderr)

@@ -68,6 +68,8 @@ def stale_ipc_socket(url):
 class PluginHost:
     """Start main.py the way kuiperd does and talk to it."""
 
+    call_timeout_ms = 5000  # eKuiper's recvTimeout: 5 s a call (longer only for emulated CPUs)
+
     def __init__(self, plugin_dir, name="defect", python=sys.executable, env=None):
         self.plugin_dir = plugin_dir
         self.name = name
@@ -120,7 +122,7 @@ class PluginHost:
             raise RuntimeError(f"start {replay}: {reply!r}")
 
     def start_function(self, symbol):
-        channel = ReqChannel(FUNCTION_URL.format(symbol), 5000)  # eKuiper's recvTimeout: 5 s a call
+        channel = ReqChannel(FUNCTION_URL.format(symbol), self.call_timeout_ms)
         control = {"symbolName": symbol, "meta": {"ruleId": "", "opId": "", "instanceId": 0}, "pluginType": "func"}
         reply = self.control.request(json.dumps({"cmd": "start", "arg": json.dumps(control)}).encode())
         if reply != b"ok":

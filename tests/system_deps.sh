@@ -11,6 +11,6 @@ sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
 echo "system_deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q >/dev/null || { echo "system_deps: apt-get update failed; the tests need: ${missing[*]}" >&2; exit 1; }
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+"${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null || { echo "system_deps: apt-get update failed; the tests need: ${missing[*]}" >&2; exit 1; }
+"${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
   { echo "system_deps: apt-get install ${missing[*]} failed" >&2; exit 1; }

@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+import label
+from answers import PHOTOS, label_differences
 from image_input import decode_image
 from label import ImageLabeler, labeler_from_settings
 from paths import fixture_path
@@ -70,3 +72,24 @@ def test_broken_model_fails_to_load(settings):
 def test_missing_model_says_which_file(settings):
     with pytest.raises(FileNotFoundError, match="nowhere.tflite"):
         ImageLabeler(os.path.join("models", "nowhere.tflite"), settings["label"]["labels"])
+
+
+def test_openvino_runtime_gives_litert_answers(settings):
+    """label.runtime openvino (OpenVINO reading the same .tflite) against LiteRT on every photo."""
+    litert = labeler_from_settings({**settings, "label": {**settings["label"], "runtime": "litert"}})
+    openvino = labeler_from_settings({**settings, "label": {**settings["label"], "runtime": "openvino"}})
+    assert (litert.runtime, openvino.runtime) == ("litert", "openvino")
+    assert type(litert.runner).__name__ == "LiteRTRunner" and type(openvino.runner).__name__ == "OpenVINORunner"
+    assert (openvino.output_scale, openvino.output_zero) == (litert.output_scale, litert.output_zero)
+    differences = {image: label_differences(label_file(litert, settings, "images", image),
+                                            label_file(openvino, settings, "images", image))
+                   for image in PHOTOS}
+    assert not any(differences.values()), differences
+
+
+def test_auto_runtime_is_litert_on_x86_64_and_openvino_elsewhere(monkeypatch):
+    for machine, runtime in (("x86_64", "litert"), ("AMD64", "litert"), ("aarch64", "openvino"),
+                             ("armv7l", "openvino")):
+        monkeypatch.setattr(label.platform, "machine", lambda machine=machine: machine)
+        assert label.resolve_runtime("auto") == runtime
+    assert label.resolve_runtime("litert") == "litert" and label.resolve_runtime("openvino") == "openvino"

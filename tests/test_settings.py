@@ -24,6 +24,7 @@ VALUES = {
     "label.labels": (["labels.txt"], ["", False, 1.5]),
     "label.top_k": ([1, 5, 1000, 3.0], [0, -1, 2.5, "5", True, None]),
     "label.threads": ([0, 1, 8], [-1, 1.5, "2", 2000]),
+    "label.runtime": (["auto", "litert", "OpenVINO"], ["tflite", "", None, 1]),
     "defect.model": (["models/model.xml", "m.onnx"], ["", 0]),
     "defect.device": (["CPU", "gpu", "GPU.1", "AUTO:GPU,CPU", "NPU"], ["TPU", "", 1, None]),
     "defect.threshold": ([0, 0.5, 1, 1.0], [-0.1, 1.01, "high", "0.5", None, True, float("nan")]),
