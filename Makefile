@@ -1,12 +1,14 @@
 # The defect eKuiper plugin. On a fresh machine: `make demo`, then `make test`.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter the dev venv is made with (PYTHON is the offline zip's target Python, below).
+VENV_PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FIXTURES ?= ../shared/fixtures
 KUIPER_VERSION := 2.4.2
-# kuiperd is kept across clones (and CI runs): built once per version.
-KUIPERD_DIR := $(HOME)/.cache/defect/kuiperd-$(KUIPER_VERSION)
+# kuiperd is kept across clones (and CI runs): built once per version, with -tags full (the video
+# source; needs Debian's libzmq3-dev, which build_kuiperd.sh installs). "-full": an older plain build is not reused.
+KUIPERD_DIR := $(HOME)/.cache/defect/kuiperd-$(KUIPER_VERSION)-full
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
 PLUGIN_FILES := main.py supervisor.py worker.py errors.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
@@ -15,12 +17,19 @@ PLUGIN_FILES := main.py supervisor.py worker.py errors.py label_func.py batch_fu
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
                models/imagenet_labels.txt models/sample_surface.png models/sample_cat.jpg
 
-.PHONY: venv models package package-offline kuiperd demo lint test test-fast bench clean
+.PHONY: venv models package package-offline test-platforms kuiperd demo lint test test-fast bench clean serve package-service \
+        grpc-stubs ekuiper-service grpcurl
+
+# requirements.txt's lines marked `# --no-deps` (the ekuiper SDK: its pynng pin has no aarch64
+# wheel) are installed after the rest without their dependencies, here as in install.sh.
+REQUIREMENTS_WITH_DEPS := <(grep -v '^[^\#]*\# --no-deps' requirements.txt)
+REQUIREMENTS_NO_DEPS := <(sed -n 's/^\([^\#]*[^\#[:space:]]\)[[:space:]]*\# --no-deps.*/\1/p' requirements.txt)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt services/requirements.txt tests/requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r services/requirements.txt -r tests/requirements.txt
+	$(VENV_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r $(REQUIREMENTS_WITH_DEPS) -r services/requirements.txt -r tests/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r $(REQUIREMENTS_NO_DEPS)
 	touch $@
 
 models: models/.built
@@ -54,17 +63,38 @@ build/.custom-model: FORCE
 FORCE:
 
 # The same zip plus wheels/ for an offline box: install.sh then installs with --no-index.
-# pip takes each tag literally: list the manylinux levels the wheels are published for.
-WHEEL_PLATFORMS ?= manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64
-WHEEL_PYTHON ?= 3.11
-package-offline: build/defect-offline.zip
-build/defect-offline.zip: build/defect.zip requirements.txt
-	rm -rf build/offline build/defect-offline.zip && cp -r build/defect build/offline
-	$(PY) -m pip download --disable-pip-version-check -q --only-binary=:all: \
-	  $(addprefix --platform ,$(WHEEL_PLATFORMS)) --python-version $(WHEEL_PYTHON) \
-	  --implementation cp --abi cp$(subst .,,$(WHEEL_PYTHON)) --abi abi3 --abi none -d build/offline/wheels -r requirements.txt
-	cd build/offline && ../../$(PY) -m zipfile -c ../defect-offline.zip *
-	@echo "wrote $@ for $(WHEEL_PLATFORMS), Python $(WHEEL_PYTHON)"
+# `make package-offline PLATFORM=linux_aarch64 PYTHON=3.13` writes build/defect-offline-linux_aarch64-cp313.zip;
+# build/defect-offline.zip is the linux_x86_64 / 3.11 one. pip takes each tag literally: list the
+# manylinux levels the wheels are published for (openvino's aarch64 wheel is manylinux_2_35 only).
+PLATFORM ?= linux_x86_64
+PYTHON ?= 3.11
+MANYLINUX_x86_64 := manylinux2014 manylinux_2_17 manylinux_2_26 manylinux_2_27 manylinux_2_28
+MANYLINUX_aarch64 := $(MANYLINUX_x86_64) manylinux_2_31 manylinux_2_34 manylinux_2_35
+# Downloaded once per target and requirements (CI's second run needs no index).
+WHEEL_CACHE := $(HOME)/.cache/defect/wheels
+OFFLINE_ZIP := build/defect-offline-$(PLATFORM)-cp$(subst .,,$(PYTHON)).zip
+package-offline: $(OFFLINE_ZIP) build/defect-offline.zip
+build/defect-offline.zip: build/defect-offline-linux_x86_64-cp311.zip
+	cp $< $@
+# $*: <platform>-cp<3xx>, e.g. linux_aarch64-cp311
+build/defect-offline-%.zip: build/defect.zip requirements.txt Makefile
+	@case "$*" in linux_x86_64-cp31[123]|linux_aarch64-cp31[123]) ;; \
+	  *) echo "PLATFORM must be linux_x86_64 or linux_aarch64, PYTHON 3.11, 3.12 or 3.13 (got $*)"; exit 1;; esac
+	@set -euo pipefail; stem=$*; arch=$${stem%-cp*}; arch=$${arch#linux_}; cp=$${stem##*-cp}; \
+	tags=$$(case $$arch in x86_64) echo $(MANYLINUX_x86_64);; aarch64) echo $(MANYLINUX_aarch64);; esac); \
+	key=$$({ cat requirements.txt; echo "$$tags"; } | sha256sum | cut -c1-12); cache=$(WHEEL_CACHE)/$*-$$key; \
+	if [ ! -f $$cache/.complete ]; then \
+	  rm -rf $$cache.tmp.$$$$ && mkdir -p $$cache.tmp.$$$$; \
+	  args=(--disable-pip-version-check -q --only-binary=:all: --python-version 3.$${cp#3} --implementation cp \
+	        --abi cp$$cp --abi abi3 --abi none -d $$cache.tmp.$$$$); \
+	  for tag in $$tags; do args+=(--platform $${tag}_$$arch); done; \
+	  $(PY) -m pip download "$${args[@]}" -r $(REQUIREMENTS_WITH_DEPS); \
+	  $(PY) -m pip download "$${args[@]}" --no-deps -r $(REQUIREMENTS_NO_DEPS); \
+	  touch $$cache.tmp.$$$$/.complete && rm -rf $$cache && mv $$cache.tmp.$$$$ $$cache; fi; \
+	rm -rf build/offline-$* $@ && cp -r build/defect build/offline-$* && mkdir build/offline-$*/wheels; \
+	cp $$cache/*.whl build/offline-$*/wheels/; \
+	cd build/offline-$* && ../../$(PY) -m zipfile -c ../defect-offline-$*.zip *; \
+	echo "wrote $@: wheels for $$arch ($$tags), CPython 3.$${cp#3}"
 
 kuiperd: $(KUIPERD)
 $(KUIPERD): | tests/e2e/build_kuiperd.sh
@@ -74,21 +104,62 @@ demo: package kuiperd
 	$(PY) label.py $(FIXTURES)/images/cat.bmp $(FIXTURES)/images/cat_1080p.jpg
 	$(PY) inference.py models/sample_surface.png --out build/inference.jpg
 	$(PY) tests/e2e/demo.py
+	$(PY) tests/e2e/demo_camera.py
 
 # ruff.toml; the pinned ruff comes with `make venv`.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-test: lint package package-offline kuiperd
+# tests/platforms installs these in Debian chroots (12 arm64 under qemu; 13 x86_64); part of `make test`.
+PLATFORM_ZIPS := build/defect-offline-linux_aarch64-cp311.zip build/defect-offline-linux_x86_64-cp313.zip
+test-platforms: lint package $(PLATFORM_ZIPS)
+	$(PY) -m pytest tests/platforms
+
+test: lint package package-offline package-service $(PLATFORM_ZIPS) kuiperd
 	$(PY) -m pytest tests
 
 # Local only: skips what needs kuiperd, Go or mosquitto.
-test-fast: lint package package-offline
+test-fast: lint package package-offline package-service
 	$(PY) -m pytest tests --fast
 
 bench: package kuiperd
 	$(PY) bench/run.py
 	$(PY) bench/throughput.py
+	$(PY) bench/service.py
+	$(PY) bench/grpc_stream.py
+	$(PY) bench/camera.py
+
+# The models as a network service (README "Service"): HTTP with /docs and gRPC, on 127.0.0.1.
+SERVE_ARGS ?= --host 127.0.0.1 --http-port 8084 --grpc-port 50051
+serve: $(VENV)/.installed models/.built
+	$(PY) services/service.py $(SERVE_ARGS)
+
+# The service for another box: the plugin zip's files plus services/; there, one command:
+# unzip -q defect-service.zip -d defect-service && bash defect-service/services/serve.sh --host 0.0.0.0
+SERVICE_FILES := $(wildcard services/*.py services/*.proto) services/requirements.txt services/serve.sh
+package-service: build/defect-service.zip
+build/defect-service.zip: build/defect.zip $(SERVICE_FILES)
+	rm -rf build/service build/defect-service.zip && cp -r build/defect build/service
+	mkdir -p build/service/services && cp $(SERVICE_FILES) build/service/services/
+	cd build/service && ../../$(PY) -m zipfile -c ../defect-service.zip *
+	@echo "wrote $@"
+
+# grpcurl for the gRPC tests and README examples, built once per version from the Go module proxy
+# (tests/test_service_grpc.py builds it the same way when it is missing).
+GRPCURL_VERSION := 1.9.4
+GRPCURL := $(HOME)/.cache/defect/grpcurl-$(GRPCURL_VERSION)/grpcurl
+grpcurl: $(GRPCURL)
+$(GRPCURL):
+	GOBIN=$(dir $(GRPCURL)) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v$(GRPCURL_VERSION)
+
+# After editing services/defect.proto: the committed stubs again (a test fails while they differ).
+grpc-stubs: $(VENV)/.installed
+	$(PY) services/grpc_stubs.py
+
+# The zip eKuiper's POST /services registers (README "From eKuiper"): the service's addresses as seen from kuiperd.
+EKUIPER_SERVICE_ARGS ?= --grpc 127.0.0.1:50051 --http http://127.0.0.1:8084
+ekuiper-service: $(VENV)/.installed
+	$(PY) services/ekuiper_service.py $(EKUIPER_SERVICE_ARGS) -o build/defect_service.zip
 
 clean:
 	rm -rf build models/.built

@@ -17,10 +17,18 @@ def pytest_addoption(parser):
                      help="local only: skip the tests that need kuiperd, Go or mosquitto (refused in CI)")
 
 
+def pytest_configure(config):
+    # Also declared here (not only in e2e/conftest.py) for tests outside e2e/ that need mosquitto.
+    config.addinivalue_line("markers", "e2e: needs a real kuiperd or mosquitto; --fast skips it")
+    config.addinivalue_line("markers", "platforms: Debian chroots (debootstrap, qemu); --fast skips it")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+        if "/platforms/" in str(item.fspath):
+            item.add_marker(pytest.mark.platforms)
     # kuiperd (session-scoped) owns /tmp/plugin_defect.ipc until the session ends,
     # so the in-process protocol tests run first.
     items.sort(key=lambda item: "e2e" in item.keywords)
@@ -28,9 +36,12 @@ def pytest_collection_modifyitems(config, items):
         if os.environ.get("CI"):
             raise pytest.UsageError("--fast skips the end-to-end tests; CI runs them all")
         skip = pytest.mark.skip(reason="--fast: needs kuiperd and mosquitto")
+        skip_platforms = pytest.mark.skip(reason="--fast: builds Debian chroots (tests/platforms)")
         for item in items:
             if "e2e" in item.keywords:
                 item.add_marker(skip)
+            elif "platforms" in item.keywords:
+                item.add_marker(skip_platforms)
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +74,12 @@ def plugin_dir(tmp_path_factory):
     with zipfile.ZipFile(ZIP) as z:
         z.extractall(target)
     return str(target)
+
+
+@pytest.fixture(scope="session")
+def camera_clip(tmp_path_factory):
+    """(path, scenes) of the shared camera clip (tests/video_clip.py: cat, parrot, surface; 10 fps,
+    3 s each, 640x480 H.264 MP4, fresh sensor noise on every frame as a camera has, so every frame
+    is served by the models), encoded once per session."""
+    from video_clip import session_clip
+    return session_clip(tmp_path_factory, noise=2.0)
