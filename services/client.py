@@ -46,7 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-key", help="the service's API key, if it has one (x-api-key metadata)")
     parser.add_argument("--tls-ca", metavar="PEM", help="trust this certificate (the service's, or its CA): use TLS")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.tls_ca and not os.path.isfile(args.tls_ca):
+        parser.error(f"--tls-ca {args.tls_ca}: no such file")
+    return args
 
 
 def frames(capture: cv2.VideoCapture, max_frames: int) -> Iterator[tuple[int, float, np.ndarray]]:

@@ -47,6 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    # uvicorn takes a port over 65535 modulo 65536 (and 0 as any port): the URLs printed would be wrong.
+    if not 1 <= args.http_port <= 65535:
+        parser.error(f"--http-port must be from 1 to 65535, got {args.http_port}")
+    if not 0 <= args.grpc_port <= 65535:
+        parser.error(f"--grpc-port must be from 0 (no gRPC) to 65535, got {args.grpc_port}")
+    if args.workers < 0:
+        parser.error(f"--workers must be 0 (one per core) or more, got {args.workers}")
     return args
 
 

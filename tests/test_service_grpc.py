@@ -4,7 +4,6 @@ grpcurl), the API key, TLS, and the streaming video client (services/client.py) 
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from bad_inputs import bad_images
 from errors import InputError
 from paths import REPO, fixture_path
+from service_process import free_port
 from services import defect_pb2, defect_pb2_grpc
 from services.grpc_api import build_grpc_server
 from services.grpc_messages import RPCS, answer_of, image_value, result_message
@@ -30,12 +30,6 @@ from services.model_host import ModelHost
 GRPCURL_VERSION = "v1.9.4"
 API_KEY = "s3cret-key"
 SURFACE = os.path.join(REPO, "models", "sample_surface.png")  # 3 defects (`make models`)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read(path):
@@ -192,6 +186,15 @@ def test_a_bad_option_is_invalid_argument(host, stub, function, option, prefix):
         host.call(function, read(SURFACE), option)
     assert answer.value.details() == str(plugin.value)
     assert answer.value.details().startswith(prefix)
+
+
+def test_white_space_then_a_non_base64_byte_is_answered_not_stuck(stub):
+    """1 MB of spaces and one other byte: a quadratic base64 check would hold the GIL for about an hour;
+    the call has a 60 s deadline, so a regression fails as DEADLINE_EXCEEDED instead of hanging."""
+    with pytest.raises(grpc.RpcError) as answer:
+        stub.LabelImage(defect_pb2.LabelImageRequest(image=b" " * 1_000_000 + b"\xff"), timeout=60)
+    assert answer.value.code() == grpc.StatusCode.INVALID_ARGUMENT, answer.value.details()
+    assert "not an image" in answer.value.details()
 
 
 def test_a_message_over_the_cap_is_resource_exhausted(stub, settings):

@@ -304,6 +304,30 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "unknown key defect.treshold" in lines[0] and "did you mean defect.threshold" in lines[0]
 
 
+@pytest.mark.parametrize("option, value", [("--http-port", "70000"), ("--http-port", "0"),
+                                           ("--grpc-port", "-1"), ("--workers", "-2")])
+def test_an_option_out_of_range_is_refused_before_anything_listens(option, value):
+    """uvicorn would listen on 70000 modulo 65536 (4464) and print a URL nothing answers on."""
+    service = ServiceProcess([option, value]).start()
+    assert service.proc.wait(60) == 2, service.output
+    service.collector.join(10)
+    assert f"service.py: error: {option} must be" in service.output and "listening" not in service.output
+
+
+def test_a_grpc_port_in_use_is_one_line_and_exit_2():
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        service = ServiceProcess([], grpc=True)
+        service.grpc_port = taken.getsockname()[1]
+        service.command[service.command.index("--grpc-port") + 1] = str(service.grpc_port)
+        service.start()
+        assert service.proc.wait(60) == 2, service.output
+    service.collector.join(10)
+    assert f"service.py: gRPC cannot listen on {HOST}:{service.grpc_port}: " in service.output
+    assert "Traceback" not in service.output
+
+
 def test_503_while_loading_then_served_and_a_failed_model_gives_its_reason(tmp_path):
     """The labels file is a FIFO: labelImage's model stays loading until the test writes it, so
     "while loading" is a state the test holds, not a race. The defect model is missing: 503 with why."""
