@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tls_ca and not os.path.isfile(args.tls_ca):
         parser.error(f"--tls-ca {args.tls_ca}: no such file")
+    if args.function == "labelImage" and args.option is not None and args.option != int(args.option):
+        parser.error(f"--option is k for labelImage: a whole number, got {args.option:g}")
     return args
 
 

@@ -11,6 +11,7 @@ a frame that cannot be served gets a result with `error` set and the stream goes
 import collections
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 
@@ -30,6 +31,7 @@ from services.grpc_messages import (
     result_message,
 )
 from services.model_host import ModelHost
+from services.service_metrics import ServiceMetrics
 
 SERVICE_NAME = defect_pb2.DESCRIPTOR.services_by_name["Defect"].full_name  # "defect.v1.Defect"
 # gRPC's default cap on a received message is 4 MiB; input.max_bytes (20 MB) is the one that counts.
@@ -38,8 +40,9 @@ MESSAGE_SLACK = 64 * 1024
 
 
 class DefectService(defect_pb2_grpc.DefectServicer):
-    def __init__(self, host: ModelHost, copies: int):
+    def __init__(self, host: ModelHost, copies: int, metrics: ServiceMetrics):
         self.host = host
+        self.metrics = metrics
         # Stream frames run here, on as many threads as the host has model copies; each stream keeps
         # up to two frames per copy in flight, so one stream alone keeps every core busy.
         self.frames = futures.ThreadPoolExecutor(copies, thread_name_prefix="grpc-frame")
@@ -58,19 +61,24 @@ class DefectService(defect_pb2_grpc.DefectServicer):
         return self.stream(RPCS["inference"], requests, context)
 
     def serve(self, rpc: Rpc, request) -> object:
-        """The result message for one request; raises InputError or ModelUnavailable."""
-        answer = self.host.call(rpc.function, image_value(request.image), option_of(rpc, request))
+        """The result message for one request (each a call in the metrics, a stream's frames too);
+        raises InputError, ModelUnavailable or a bug's exception, counted by its status code."""
+        self.metrics.called(rpc.function, "grpc")
+        started = time.perf_counter()
+        try:
+            answer = self.host.call(rpc.function, image_value(request.image), option_of(rpc, request))
+        except Exception as e:
+            self.metrics.failed(rpc.function, "grpc", status_of(e).name)
+            raise
+        self.metrics.served(rpc.function, "grpc", time.perf_counter() - started)
         return result_message(rpc, answer, request.id)
 
     def unary(self, rpc: Rpc, request, context):
         try:
             return self.serve(rpc, request)
-        except InputError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except ModelUnavailable as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        except Exception as e:  # a bug, not input: the call fails, the server goes on
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {first_line(e)}")
+        except Exception as e:  # a bug, not input, is INTERNAL: the call fails, the server goes on
+            context.abort(status_of(e), str(e) if isinstance(e, (InputError, ModelUnavailable))
+                          else f"internal error: {first_line(e)}")
 
     def serve_item(self, rpc: Rpc, request) -> object:
         """A stream's result for one frame: never raises, an error goes into the result."""
@@ -118,6 +126,14 @@ class DefectService(defect_pb2_grpc.DefectServicer):
             yield result
 
 
+def status_of(error: Exception) -> grpc.StatusCode:
+    if isinstance(error, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, ModelUnavailable):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
 class ApiKeyCheck(grpc.ServerInterceptor):
     """Refuses the Defect service's calls without the right `x-api-key` metadata (UNAUTHENTICATED).
     Health checks and reflection stay open: they tell nothing about the images served."""
@@ -150,11 +166,12 @@ def mark_serving_when_loaded(host: ModelHost, health_servicer: health.HealthServ
 
 
 def build_grpc_server(host: ModelHost, address: str, api_key: str | None = None,
-                      tls: tuple[bytes, bytes] | None = None) -> grpc.Server:
+                      tls: tuple[bytes, bytes] | None = None, metrics: ServiceMetrics | None = None) -> grpc.Server:
     """The gRPC server for host's models on address ("127.0.0.1:50051"), not yet started.
 
     api_key: when set, Defect calls need it as `x-api-key` metadata. tls: (certificate chain PEM,
-    private key PEM) for TLS. The standard health service answers NOT_SERVING until both models
+    private key PEM) for TLS. metrics: where calls are counted (the HTTP app's, so /metrics shows
+    both transports). The standard health service answers NOT_SERVING until both models
     are loaded, then SERVING (NOT_SERVING if one failed); server reflection lists every service.
     """
     functions = host.functions.values()
@@ -167,7 +184,7 @@ def build_grpc_server(host: ModelHost, address: str, api_key: str | None = None,
         futures.ThreadPoolExecutor(max_workers=max(16, 4 * copies), thread_name_prefix="grpc-call"),
         interceptors=[ApiKeyCheck(api_key)] if api_key else None,
         options=[("grpc.max_receive_message_length", message_cap), ("grpc.max_send_message_length", message_cap)])
-    defect_pb2_grpc.add_DefectServicer_to_server(DefectService(host, copies), server)
+    defect_pb2_grpc.add_DefectServicer_to_server(DefectService(host, copies, metrics or ServiceMetrics()), server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for service in ("", SERVICE_NAME):

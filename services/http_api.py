@@ -8,6 +8,7 @@ with the plugin's one line. The bodies are declared in the OpenAPI document by h
 clients see all three forms. `/docs` serves Swagger UI from the fastapi-offline package,
 so it works on a box without internet.
 """
+import asyncio
 import json
 import logging
 import secrets
@@ -34,6 +35,7 @@ RAW_TYPES = ("image/", "application/octet-stream")
 # Room for what wraps the image: multipart boundaries and fields, the rest of a JSON object.
 WRAPPING_BYTES = 65536
 RETRY_SECONDS = "5"
+BODY_SECONDS = 30.0  # a 20 MB image needs 160 s at 1 Mbit/s: a camera link slower than that should send smaller frames
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,11 @@ class ImageCall:
 
 
 def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
-               metrics: ServiceMetrics | None = None) -> FastAPI:
+               metrics: ServiceMetrics | None = None, body_seconds: float = BODY_SECONDS) -> FastAPI:
     """The HTTP service over `host`. max_bytes: the image size cap (input.max_bytes); bodies are
     judged against it (plus base64's growth for JSON) before they are read. api_key: when set,
-    /analyze/* and /metrics need it in the X-API-Key header."""
+    /analyze/* and /metrics need it in the X-API-Key header. body_seconds: the most a body may
+    take to arrive (408 after)."""
     metrics = metrics or ServiceMetrics()
     app = FastAPIOffline(
         title="defect: vision models as a service",
@@ -111,6 +114,7 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
                     "or JSON with base64; the option as a query parameter or in the body.",
         redoc_url=None,
     )
+    app.state.body_seconds = body_seconds
     guarded = [Depends(api_key_check(api_key))] if api_key else []
 
     @app.exception_handler(HTTPException)
@@ -246,11 +250,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise HTTPException(413, f"body of {declared} bytes is over the limit of {limit} "
                                  f"(input.max_bytes and the body form's wrapping)")
     body = bytearray()
-    async for chunk in request.stream():  # a chunked body has no Content-Length: count as it comes
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"body is over the limit of {limit} bytes "
-                                     f"(input.max_bytes and the body form's wrapping)")
+    seconds = request.app.state.body_seconds
+    try:
+        # A sender that stops half-way must not hold a connection (and its buffer) for ever.
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():  # a chunked body has no Content-Length: count as it comes
+                body += chunk
+                if len(body) > limit:
+                    raise HTTPException(413, f"body is over the limit of {limit} bytes "
+                                             f"(input.max_bytes and the body form's wrapping)")
+    except TimeoutError:
+        raise HTTPException(408, f"the body did not arrive within {seconds:g} s ({len(body)} bytes came)") from None
     return bytes(body)
 
 

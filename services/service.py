@@ -21,8 +21,9 @@ if ROOT not in sys.path:
 import uvicorn  # noqa: E402
 
 from errors import ConfigError, first_line  # noqa: E402
-from services.http_api import API_KEY_HEADER, create_app  # noqa: E402
+from services.http_api import API_KEY_HEADER, BODY_SECONDS, create_app  # noqa: E402
 from services.model_host import ModelHost  # noqa: E402
+from services.service_metrics import ServiceMetrics  # noqa: E402
 from settings import load_settings  # noqa: E402
 
 API_KEY_VAR = "DEFECT_API_KEY"
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"x-api-key gRPC metadata); or set {API_KEY_VAR}")
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate (chain) for HTTPS and gRPC TLS")
     parser.add_argument("--tls-key", metavar="PEM", help="its private key")
+    parser.add_argument("--body-timeout", type=float, default=BODY_SECONDS, metavar="SECONDS",
+                        help=f"the most an HTTP body may take to arrive, then 408 (default {BODY_SECONDS:g})")
     parser.add_argument("--workers", type=int, default=0,
                         help="model copies per function, each serving one request at a time "
                              "(default: batch.workers; 0: one per core)")
@@ -52,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--http-port must be from 1 to 65535, got {args.http_port}")
     if not 0 <= args.grpc_port <= 65535:
         parser.error(f"--grpc-port must be from 0 (no gRPC) to 65535, got {args.grpc_port}")
+    if not 0 < args.body_timeout <= 3600:
+        parser.error(f"--body-timeout must be over 0 and at most 3600 seconds, got {args.body_timeout:g}")
     if args.workers < 0:
         parser.error(f"--workers must be 0 (one per core) or more, got {args.workers}")
     return args
@@ -105,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     scheme = "https" if tls else "http"
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     urls = [f"{scheme}://{shown_host}:{args.http_port} (docs: /docs)"]
+    metrics = ServiceMetrics()  # one registry: /metrics counts HTTP and gRPC calls
     grpc_server = None
     if args.grpc_port:
         from services.grpc_api import build_grpc_server  # gRPC's modules load only when it is served
         try:
-            grpc_server = build_grpc_server(host, f"{shown_host}:{args.grpc_port}", key, tls)
+            grpc_server = build_grpc_server(host, f"{shown_host}:{args.grpc_port}", key, tls, metrics)
         except RuntimeError as e:  # grpcio's answer to a port in use or an address it cannot bind
             print(f"service.py: gRPC cannot listen on {shown_host}:{args.grpc_port}: {first_line(e)}",
                   file=sys.stderr)
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         grpc_server.start()
         urls.append(f"grpc{'s' if tls else ''}://{shown_host}:{args.grpc_port}")
     print(f"service: listening on {' and '.join(urls)}; loading the models", flush=True)
-    app = create_app(host, settings["input"]["max_bytes"], key)
+    app = create_app(host, settings["input"]["max_bytes"], key, metrics, args.body_timeout)
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.http_port, log_level="warning", access_log=False,
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=5))

@@ -11,16 +11,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+from free_port import free_port
+
 from paths import REPO
 
 SERVICE = os.path.join(REPO, "services", "service.py")
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class ServiceProcess:

@@ -18,11 +18,12 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from free_port import free_port
 
 from camera_bridge_process import CAMERA, BridgeProcess
 from errors import InputError
 from paths import REPO
-from video_clip import free_port, http_mjpeg_server, scene_images, session_clip
+from video_clip import http_mjpeg_server, scene_images, session_clip
 
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 import harness

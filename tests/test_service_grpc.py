@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import grpc
 import pytest
+from free_port import free_port
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -20,12 +21,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from bad_inputs import bad_images
 from errors import InputError
 from paths import REPO, fixture_path
-from service_process import free_port
 from services import defect_pb2, defect_pb2_grpc
 from services.grpc_api import build_grpc_server
 from services.grpc_messages import RPCS, answer_of, image_value, result_message
 from services.grpc_stubs import STUBS, generate
 from services.model_host import ModelHost
+from services.service_metrics import ServiceMetrics
 
 GRPCURL_VERSION = "v1.9.4"
 API_KEY = "s3cret-key"
@@ -167,6 +168,31 @@ def test_bad_input_is_invalid_argument_with_the_plugins_line(host, stub, functio
             getattr(stub, rpc.unary)(rpc.request(image=data))
         assert answer.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
         assert answer.value.details() == str(plugin.value), case
+
+
+def test_grpc_calls_are_counted_in_the_metrics(host):
+    """service.py hands the HTTP app's metrics to gRPC: /metrics counts both transports."""
+    metrics = ServiceMetrics()
+    server, address = serve(host, metrics=metrics)
+    parrot = read(fixture_path("images", "parrot.jpg"))
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = defect_pb2_grpc.DefectStub(channel)
+            stub.LabelImage(defect_pb2.LabelImageRequest(image=parrot), timeout=60)
+            with pytest.raises(grpc.RpcError):
+                stub.LabelImage(defect_pb2.LabelImageRequest(image=b"not an image"), timeout=60)
+            frames = [defect_pb2.LabelImageRequest(image=parrot, id=str(i), k=i + 1) for i in range(2)]
+            assert len(list(stub.LabelImageStream(iter(frames), timeout=60))) == 2
+    finally:
+        server.stop(grace=1).wait()
+
+    def value(name, **labels):
+        return metrics.registry.get_sample_value(name, {"function": "labelImage", "transport": "grpc", **labels}) or 0
+
+    assert value("defect_service_calls_total") == 4
+    assert value("defect_service_errors_total", status="INVALID_ARGUMENT") == 1
+    assert value("defect_service_latency_seconds_count") == 3
+    assert value("defect_service_calls_total", transport="http") == 0
 
 
 @pytest.mark.parametrize("function, option, prefix", [

@@ -39,7 +39,7 @@ SURFACE = os.path.join(REPO, "models", "sample_surface.png")
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """The service with the plugin's config, started from a directory that is not the repo."""
-    with running_service(cwd=str(tmp_path_factory.mktemp("elsewhere"))) as service:
+    with running_service(["--body-timeout", "5"], cwd=str(tmp_path_factory.mktemp("elsewhere"))) as service:
         yield service
     assert service.proc.returncode == 0, service.output  # SIGTERM: a clean stop
     assert "service: stopped" in service.output
@@ -175,7 +175,7 @@ def test_malformed_requests_are_one_line_errors(service, name):
         (requests.post(endpoint, files={"picture": ("x.jpg", image, "image/jpeg")}), 400, "unknown field 'picture'"),
         (requests.post(endpoint, json={}), 400, "image is null"),
         (requests.post(endpoint, data=b"--xx\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=xx"}),
-         400, ""),
+         400, "image is null"),  # the parser finds no part in it: no image field
         (requests.post(endpoint, data=image, headers={"Content-Type": "text/plain"}), 415, "Content-Type text/plain"),
         (requests.post(endpoint, data=image, headers={"Content-Type": ""}), 415, "Content-Type missing"),
         (requests.get(endpoint), 405, "Method Not Allowed"),
@@ -240,6 +240,18 @@ def metric_values(service):
             labels = tuple(sorted(sample.labels.items()))
             values[(sample.name, labels)] = sample.value
     return values
+
+
+def test_a_body_that_stops_half_way_is_408_and_the_server_goes_on(service, reference):
+    """A sender that declares more than it sends gets 408 after --body-timeout, not a connection held for ever."""
+    with socket.create_connection((HOST, service.http_port), timeout=60) as sock:
+        sock.sendall(b"POST /analyze/labelImage HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + read(PARROT)[:1000])
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert '"the body did not arrive within 5 s (1000 bytes came)"' in answer
+    good = requests.post(url(service, "/analyze/labelImage"), data=read(PARROT), headers={"Content-Type": "image/jpeg"})
+    assert good.status_code == 200 and good.json() == reference.call("labelImage", read(PARROT))
 
 
 def test_metrics_count_calls_errors_and_latency_per_function(service):

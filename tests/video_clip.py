@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from free_port import free_port
 
 from paths import REPO, fixture_path
 from synthetic_surface import surface_with_truth
@@ -172,12 +173,6 @@ def session_clip(tmp_path_factory: pytest.TempPathFactory, fps: int = 10, second
         path = folder / f"clip_{fps}fps_{seconds_per_scene:g}s_{size[0]}x{size[1]}_noise{noise:g}.mp4"
         _session_clips[key] = (path, make_clip(path, fps, seconds_per_scene, size, noise))
     return _session_clips[key]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class _CameraServer(ThreadingHTTPServer):

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from free_port import free_port
 
 # tests/e2e/harness.py -> repo root is two levels up; never hard-code /work/main.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +37,6 @@ class HarnessError(RuntimeError):
 
 
 # ---------------------------------------------------------------- utilities
-
-
-def free_port() -> int:
-    # Bind to port 0 and let the kernel choose; there is a small race until the
-    # server binds it, which is acceptable on a test machine.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def wait_tcp(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
