@@ -24,14 +24,13 @@ REPO = os.path.dirname(BENCH)
 sys.path[:0] = [REPO, os.path.join(REPO, "tests"), BENCH]
 
 import grpc  # noqa: E402
+from report import write_report  # noqa: E402  (bench/report.py)
 from service import distinct_jpegs  # noqa: E402  (bench/service.py)
 
 from service_process import HOST, running_service  # noqa: E402
 from services import defect_pb2_grpc  # noqa: E402
 from services.grpc_messages import RPCS  # noqa: E402
 from thread_tuning import usable_cores  # noqa: E402
-
-BUILD = os.path.join(REPO, "build")
 
 
 def summary(latencies: list[float], wall: float) -> dict:
@@ -108,14 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, alternating; medians reported")
     args = parser.parse_args()
     result = run(args.frames, args.rounds)
-    text = report(result)
-    print(text)
-    os.makedirs(BUILD, exist_ok=True)
-    with open(os.path.join(BUILD, "grpc-stream-bench.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(BUILD, "grpc-stream-bench.md"), "w") as f:
-        f.write(text)
-    print("wrote build/grpc-stream-bench.json and build/grpc-stream-bench.md")
+    write_report("grpc-stream-bench", result, report(result))
 
 
 if __name__ == "__main__":

@@ -30,13 +30,14 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
+from report import write_report  # noqa: E402  (bench/report.py)
+
 from paths import fixture_path  # noqa: E402
 from service_process import HOST, running_service  # noqa: E402
 from services.model_host import FUNCTIONS, ModelHost  # noqa: E402
 from settings import load_settings  # noqa: E402
 from thread_tuning import usable_cores  # noqa: E402
 
-BUILD = os.path.join(REPO, "build")
 CONCURRENCY = (1, 4, 16)
 TARGET_C4_OVER_C1 = 1.6
 
@@ -184,14 +185,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=("direct", "http", "grpc"), help="these transports only")
     args = parser.parse_args()
     result = run(args.requests, args.rounds, args.only)
-    text = report(result)
-    print(text)
-    os.makedirs(BUILD, exist_ok=True)
-    with open(os.path.join(BUILD, "service-bench.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(BUILD, "service-bench.md"), "w") as f:
-        f.write(text)
-    print("wrote build/service-bench.json and build/service-bench.md")
+    write_report("service-bench", result, report(result))
 
 
 if __name__ == "__main__":
