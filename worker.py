@@ -72,10 +72,20 @@ def serve_forever(functions: dict[str, ModelFunction], server: FunctionServer,
         server.serve_all()  # a channel whose runtime ended is dialled again
         if degraded and any(f.model_files() != files[name] for name, f in functions.items()):
             log.info("model files changed: leaving degraded mode")
-            sys.exit(EXIT_MODEL_FILES_CHANGED)
+            leave(EXIT_MODEL_FILES_CHANGED)
         if config_error and watched(config_files()) != configs:
             log.info("config changed: reading it again")
-            sys.exit(EXIT_MODEL_FILES_CHANGED)
+            leave(EXIT_MODEL_FILES_CHANGED)
+
+
+def leave(status: int) -> None:
+    """Exit at once with `status`, without Python's shutdown. sys.exit would tear down the
+    interpreter while the channels' threads may be inside nng_send; pynng 0.9.0's nng then panics
+    (pthread_mutex_lock: Invalid argument, SIGABRT), and the supervisor would count a crash."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def functions_in_use() -> list[str]:
