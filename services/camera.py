@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger(PROG).info
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        # Not stop.set() in the handler itself: the handler runs in the main thread, which may be inside
+        # stop.wait() holding the Event's lock at that moment; set() would then wait on it for ever.
+        signal.signal(signum, lambda *_: threading.Thread(target=stop.set, name="stop").start())
 
     try:
         broker = broker_from(args)
