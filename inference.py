@@ -15,12 +15,11 @@ from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
-import openvino as ov
-from openvino.preprocess import ColorFormat, PrePostProcessor
 
 import command_line
 from errors import ConfigError, first_line
 from image_input import decode_image
+from openvino_runtime import ColorFormat, PrePostProcessor, ov
 from settings import DEVICES, PLUGIN_DIR, Settings, check_value, defaults, device_family, load_settings
 
 log = logging.getLogger(__name__)

@@ -75,7 +75,7 @@ class OpenVINORunner:
     FakeQuantize's ranges are the TFLite output's scale and zero point."""
 
     def __init__(self, model_path: str, threads: int = 0):
-        import openvino as ov  # only this runtime needs it here; LiteRT's start stays as light as before
+        from openvino_runtime import ov  # only this runtime needs it; LiteRT's start stays as light as before
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")
         core = ov.Core()

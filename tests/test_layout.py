@@ -16,6 +16,7 @@ from paths import REPO
 LAYERS = {
     "errors": 0,
     "settings": 1, "image_input": 1, "thread_tuning": 1, "supervisor": 1, "rule_revival": 1,
+    "openvino_runtime": 1,
     "command_line": 2,
     "label": 3, "inference": 3, "function_server": 3,
     "label_func": 4,
@@ -40,6 +41,13 @@ def test_the_zip_ships_exactly_the_top_level_modules():
     processes kuiperd never loads (services, bridges) live in a folder of their own."""
     shipped = sorted(f[:-3] for f in makefile_list("PLUGIN_FILES") if f.endswith(".py"))
     assert shipped == top_level_modules()
+
+
+def test_only_openvino_runtime_imports_openvino():
+    """Any other import of openvino could come first and bring its converter's telemetry back."""
+    importers = [m for m in top_level_modules()
+                 if "openvino" in imported_packages(os.path.join(REPO, f"{m}.py"))]
+    assert importers == ["openvino_runtime"]
 
 
 def test_every_module_has_a_layer():
