@@ -220,6 +220,13 @@ def private_tmp_command(command: list[str]) -> list[str]:
     return [str(PRIVATE_TMP), *command]
 
 
+def parent_pid(pid: int) -> int | None:
+    with contextlib.suppress(OSError, StopIteration):
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return None
+
+
 class Kuiperd:
     def __init__(self, home: Path, mqtt_url: str, version: str = KUIPER_VERSION,
                  extra_env: dict[str, str | None] | None = None, private_tmp: bool = False):
@@ -335,13 +342,17 @@ class Kuiperd:
         return pids
 
     def plugin_worker_pids(self, name: str) -> list[int]:
-        """The workers (`main.py --worker`) among plugin_pids: children of the supervisor kuiperd started."""
-        workers = []
+        """The workers (`main.py --worker`) among plugin_pids: children of the supervisor kuiperd started.
+        A process a worker forks (a library running a helper) shows the worker's command line until it
+        execs; its parent is a worker, not a supervisor, so it is not counted."""
+        supervisors, workers = set(), {}
         for pid in self.plugin_pids(name):
             with contextlib.suppress(OSError):
                 if b"--worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-                    workers.append(pid)
-        return workers
+                    workers[pid] = parent_pid(pid)
+                else:
+                    supervisors.add(pid)
+        return [pid for pid, parent in workers.items() if parent in supervisors]
 
     def restart(self, timeout: float = 60) -> Kuiperd:
         """Same home and ports: installed plugins and rules are reloaded from disk.
@@ -443,13 +454,19 @@ class KuiperClient:
 
     def wait_rule_running(self, rule_id: str, timeout: float = 30) -> dict:
         """Wait until the rule runs and every source/sink reports connection_status 1."""
+        last: dict = {}
+
         def ready():
-            st = self.rule_status(rule_id)
+            st = last["status"] = self.rule_status(rule_id)
             if st.get("status") != "running":
                 return None
             conns = [v for k, v in st.items() if k.endswith("_connection_status")]
             return st if all(v == 1 for v in conns) else None
-        return wait_until(ready, timeout, interval=0.2, what=f"rule {rule_id} running and connected")
+        try:
+            return wait_until(ready, timeout, interval=0.2, what=f"rule {rule_id} running and connected")
+        except TimeoutError as e:
+            # The status says why (an error message, a source still connecting), not just "None".
+            raise TimeoutError(f"{e}; last status: {last.get('status')!r}") from None
 
     # portable plugins
     def install_portable_plugin(self, name: str, file_url: str, shell_paras: list[str] | None = None,

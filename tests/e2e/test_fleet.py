@@ -52,6 +52,10 @@ def test_two_kuiperds_share_one_topic_each_frame_once(mosquitto, mqtt_pub, mqtt_
         served = [len(node_rows) for node_rows in rows]
         assert all(served), f"one node served nothing: {served}"
         print(f"fleet: {FRAMES} frames, served per node {served}")
+    except BaseException:
+        for i, node in enumerate(nodes):  # the nodes' logs are removed with root below
+            print(f"--- node {i} kuiperd log (last 80 lines) ---\n{node.log_tail(80)}")
+        raise
     finally:
         for node in nodes:
             node.stop()
