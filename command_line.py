@@ -23,6 +23,14 @@ from settings import PLUGIN_DIR, SCHEMA, Settings, check_value
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse that answers a bad command line with one line on stderr (argparse's own adds the
+    usage block before it) and exit status 2; --help still prints the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"error: {message} (see --help)")
+
+
 def add_images_argument(parser: argparse.ArgumentParser, default_image: str) -> None:
     parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help=f"image files or folders (a folder: its {', '.join(IMAGE_SUFFIXES)} files); "

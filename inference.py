@@ -3,7 +3,6 @@
 Pure logic, no eKuiper: `python inference.py [IMAGE or FOLDER ...]` prints one JSON line per
 image; `--out` writes the side-by-side picture (`--help` for the options).
 """
-import argparse
 import base64
 import logging
 import os
@@ -329,7 +328,7 @@ def picture_path(out: str, image: str, several: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = command_line.OneLineArgumentParser(
         prog="inference.py", description="Find surface defects with the plugin's OpenVINO model: one JSON line per "
         "image, {\"image\", \"ms\", \"result\"}, where result is what inference(image, threshold) returns "
         "(its base64 picture shortened; --out writes it).",

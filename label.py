@@ -5,7 +5,6 @@ The `.tflite` runs on LiteRT, or on OpenVINO, which reads the same file (label.r
 Pure logic, no eKuiper: `python label.py [IMAGE or FOLDER ...]` prints one JSON line per image,
 as TensorFlow Lite's label_image.py does (`--help` for the options).
 """
-import argparse
 import os
 import platform
 import sys
@@ -163,7 +162,7 @@ def labeler_from_settings(settings: Settings) -> ImageLabeler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = command_line.OneLineArgumentParser(
         prog="label.py", description="Label images with the plugin's TFLite classifier: one JSON line per image, "
         "{\"image\", \"ms\", \"result\"}, where result is what labelImage(image, k) returns.",
         epilog="Unset options come from the plugin's config (config.json, DEFECT_CONFIG, LABEL_MODEL, LABEL_LABELS). "

@@ -24,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a file from any directory: the plugin's modules and services/ sit here
     sys.path.insert(0, REPO)
 
+from command_line import OneLineArgumentParser  # noqa: E402
 from errors import InputError  # noqa: E402
 from services.camera_bridge import CameraBridge  # noqa: E402
 from services.camera_source import CameraSource  # noqa: E402
@@ -36,11 +37,6 @@ from services.video_file import VideoFile  # noqa: E402
 PROG = "camera.py"
 PASSWORD_VARIABLE = "MQTT_PASSWORD"
 SOURCE_VARIABLE = "CAMERA_SOURCE"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(f"{message} (see --help)")
 
 
 def fail(message: str) -> NoReturn:
@@ -68,7 +64,7 @@ def topic_name(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("source", nargs="?", default=os.environ.get(SOURCE_VARIABLE), metavar="SOURCE",
                    help="rtsp://, http(s):// (MJPEG, HLS...) or another FFmpeg URL, a video file, or a USB camera "
                         f"index (0 is /dev/video0); default: ${SOURCE_VARIABLE} (keeps a camera password out of ps)")

@@ -27,6 +27,7 @@ import cv2  # noqa: E402
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
+from command_line import OneLineArgumentParser  # noqa: E402
 from services import defect_pb2_grpc  # noqa: E402
 from services.grpc_messages import API_KEY_METADATA, RPCS, answer_of  # noqa: E402
 
@@ -35,7 +36,7 @@ GREEN, RED, WHITE, BLACK = (0, 200, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="client.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="client.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", required=True, help="a video file or a URL OpenCV opens (rtsp://, http://)")
     parser.add_argument("--grpc", required=True, metavar="HOST:PORT", help="the service's gRPC address")
     parser.add_argument("--function", choices=sorted(RPCS), default="labelImage",

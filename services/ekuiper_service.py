@@ -8,7 +8,6 @@ and schemas/defect.proto (the service's own proto, services/defect.proto). Funct
 labelImageGrpc(image, k, id) and inferenceGrpc(image, threshold, id) over gRPC, and
 defectHttp("post", "/analyze/<function>", object_construct("image", image, ...)) over REST.
 """
-import argparse
 import json
 import os
 import sys
@@ -16,6 +15,11 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # run as a file from any directory: the plugin's modules sit there
+    sys.path.insert(0, str(HERE.parent))
+
+from command_line import OneLineArgumentParser  # noqa: E402
+
 DESCRIPTOR = HERE / "ekuiper" / "defect_service.json"
 PROTO = HERE / "defect.proto"
 SERVICE_NAME = DESCRIPTOR.stem  # eKuiper names the service after its json file
@@ -50,7 +54,7 @@ def write_zip(path: Path, grpc_address: str | None, http_url: str | None, api_ke
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ekuiper_service.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="ekuiper_service.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grpc", metavar="HOST:PORT",
                         help="the service's gRPC address (it must run without an API key)")
     parser.add_argument("--http", metavar="URL", help="the service's HTTP base URL, e.g. http://10.0.0.5:8084")

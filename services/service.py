@@ -20,6 +20,7 @@ if ROOT not in sys.path:
 
 import uvicorn  # noqa: E402
 
+from command_line import OneLineArgumentParser  # noqa: E402
 from errors import ConfigError, first_line  # noqa: E402
 from services.http_api import API_KEY_HEADER, BODY_SECONDS, create_app  # noqa: E402
 from services.model_host import ModelHost  # noqa: E402
@@ -30,7 +31,7 @@ API_KEY_VAR = "DEFECT_API_KEY"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="service.py", description="The defect plugin's two models over HTTP and gRPC, "
         "with the plugin's config (config.json, DEFECT_CONFIG, LABEL_MODEL, DEFECT_MODEL, ...).")
     parser.add_argument("--host", default="127.0.0.1",

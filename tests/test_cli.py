@@ -14,7 +14,7 @@ import sys
 import pytest
 from PIL import Image
 
-from paths import fixture_path
+from paths import REPO, fixture_path
 
 CAT_LABEL = "286:Egyptian cat"
 # The plugin's config comes from its dir and these variables; a developer's own must not leak in.
@@ -189,3 +189,16 @@ def test_paths_on_the_command_line_are_relative_to_the_working_directory(plugin_
     shutil.copy(fixture_path("images", "cat.bmp"), tmp_path / "here.bmp")
     status, lines, _ = run(plugin_dir, "label.py", "here.bmp", cwd=tmp_path)
     assert status == 0 and lines[0]["image"] == "here.bmp" and lines[0]["result"][0]["label"] == CAT_LABEL
+
+
+@pytest.mark.parametrize("script", ["label.py", "inference.py", "services/service.py", "services/client.py",
+                                    "services/camera.py", "services/ekuiper_service.py"])
+def test_every_command_line_answers_an_unknown_option_in_one_line(script):
+    """argparse's own answer is the usage block and then the error; a gateway's log gets one line."""
+    completed = subprocess.run([sys.executable, os.path.join(REPO, script), "--no-such-option"], cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+    name = os.path.basename(script)
+    assert completed.returncode == 2
+    [line] = completed.stderr.splitlines()  # client.py names its missing required options first
+    assert line.startswith(f"{name}: error: ") and line.endswith(" (see --help)"), line
+    assert "--no-such-option" in line or "required" in line, line
