@@ -239,6 +239,8 @@ async def read_image_call(request: Request, option: Option, max_bytes: int) -> I
     unknown = set(fields) - {"image", option.name, "id"}
     if unknown:
         raise bad_request(f"unknown field {sorted(unknown)[0]!r}: the fields are image and {option.name}")
+    if form == "multipart" and "image" not in fields:  # also a body whose boundary never matches: no part
+        raise bad_request("multipart body has no field image: send the image as a file field named image")
     image = fields.get("image")
     value = fields[option.name] if fields.get(option.name) is not None else values.get(option.name)
     return ImageCall(image, value)
