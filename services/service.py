@@ -7,8 +7,10 @@ in the background (the HTTP port answers 503 until they are in), an optional API
 for both, and a clean stop on SIGTERM or Ctrl-C.
 """
 import argparse
+import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -103,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     host = ModelHost(settings, args.workers)
-    host.start_loading()
     # SIGTERM ends the process like Ctrl-C: uvicorn stops gracefully and re-raises the signal
     # after, which lands here as SystemExit, so gRPC is stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -112,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     urls = [f"{scheme}://{shown_host}:{args.http_port} (docs: /docs)"]
     metrics = ServiceMetrics()  # one registry: /metrics counts HTTP and gRPC calls
+    # Both ports are bound before any model loads and before "listening" is printed: a port in use
+    # is one line and exit 2, not a uvicorn traceback after a false "listening" line.
+    try:
+        http_socket = socket.create_server((args.host, args.http_port),
+                                           family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    except OSError as e:
+        print(f"service.py: HTTP cannot listen on {shown_host}:{args.http_port}: {e.strerror or first_line(e)}",
+              file=sys.stderr)
+        return 2
     grpc_server = None
     if args.grpc_port:
         from services.grpc_api import build_grpc_server  # gRPC's modules load only when it is served
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         grpc_server.start()
         urls.append(f"grpc{'s' if tls else ''}://{shown_host}:{args.grpc_port}")
+    host.start_loading()  # only now: a port in use above ends the process before any model load begins
     print(f"service: listening on {' and '.join(urls)}; loading the models", flush=True)
     app = create_app(host, settings["input"]["max_bytes"], key, metrics, args.body_timeout)
     server = uvicorn.Server(uvicorn.Config(
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=5))
     threading.Thread(target=announce_when_loaded, args=(host, server, urls), daemon=True).start()
     try:
-        server.run()
+        server.run(sockets=[http_socket])
     except KeyboardInterrupt:
         pass
     finally:
@@ -140,5 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.started else 1
 
 
+def exit_now(status: int) -> None:
+    """End the process without Python's shutdown. A model may still be loading in a thread (a stop
+    during the load), and OpenVINO's native teardown under it aborts the process ("terminate called
+    without an active exception", SIGABRT) instead of the exit status."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except SystemExit as e:  # SIGTERM's handler, and a bad command line (already printed)
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    exit_now(code)

@@ -329,6 +329,23 @@ def test_an_option_out_of_range_is_refused_before_anything_listens(option, value
     assert f"service.py: error: {option} must be" in service.output and "listening" not in service.output
 
 
+def test_an_http_port_in_use_is_one_line_and_exit_2_before_any_model_loads():
+    """uvicorn's own answer was a traceback-free ERROR line after a false "listening" line, and exit
+    3, or SIGABRT when it ended while a model loaded (OpenVINO's teardown under the loader)."""
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        service = ServiceProcess([])
+        service.http_port = taken.getsockname()[1]
+        service.command[service.command.index("--http-port") + 1] = str(service.http_port)
+        service.start()
+        assert service.proc.wait(60) == 2, service.output
+    service.collector.join(10)
+    lines = service.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"service.py: HTTP cannot listen on {HOST}:{service.http_port}: "
+                                                   "Address already in use"), service.output
+
+
 def test_a_grpc_port_in_use_is_one_line_and_exit_2():
     with socket.socket() as taken:
         taken.bind((HOST, 0))
@@ -341,6 +358,8 @@ def test_a_grpc_port_in_use_is_one_line_and_exit_2():
     service.collector.join(10)
     assert f"service.py: gRPC cannot listen on {HOST}:{service.grpc_port}: " in service.output
     assert "Traceback" not in service.output
+    # Refused before the models: ending while one loaded could abort the process (SIGABRT, seen in CI).
+    assert "loading the models" not in service.output and "XNNPACK" not in service.output
 
 
 def test_503_while_loading_then_served_and_a_failed_model_gives_its_reason(tmp_path):
