@@ -10,24 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
-from services.camera_source import Frame
 from services.frame_encoder import FrameEncoder
 from services.frame_publisher import FramePublisher
-
-
-class FrameSource(Protocol):
-    """What LiveCamera and VideoFile share."""
-
-    ended: bool
-    up: bool
-    frames_read: int
-    reconnects: int
-
-    def next_frame(self, after: int, deadline: float) -> Frame | None: ...
-
-    def close(self) -> None: ...
+from services.frame_source import FrameSource
 
 
 class CameraBridge:

@@ -16,27 +16,21 @@ import numpy as np
 
 from errors import InputError
 from services.camera_source import CameraSource, Frame
+from services.frame_source import FrameSource
 from services.native_messages import NativeMessages
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 
 
-class LiveCamera:
-    ended = False  # a live source never ends; it is reopened
+class LiveCamera(FrameSource):
+    """A live source never ends (`ended` stays False): it is reopened."""
 
     def __init__(self, source: CameraSource, capture: cv2.VideoCapture, first: np.ndarray, timeout_s: float,
                  messages: NativeMessages, log: Callable[[str], None]):
         """capture and first: what source.start_capture gave (the bridge opens the source once up front)."""
-        self.source = source
-        self.timeout_s = timeout_s
-        self.messages = messages
-        self.log = log
-        self.frames_read = 1
-        self.reconnects = 0
-        self.up = True
-        self._capture: cv2.VideoCapture | None = capture
-        self._newest = Frame(first, 1, now_ms())
+        super().__init__(source, capture, timeout_s, messages, log)
+        self._newest = self._numbered(first)
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read_forever, name="camera-reader", daemon=True)
@@ -107,10 +101,5 @@ class LiveCamera:
 
     def _publish(self, pixels: np.ndarray) -> None:
         with self._changed:
-            self.frames_read += 1
-            self._newest = Frame(pixels, self.frames_read, now_ms())
+            self._newest = self._numbered(pixels)
             self._changed.notify_all()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -14,24 +14,16 @@ import numpy as np
 
 from errors import InputError
 from services.camera_source import CameraSource, Frame
-from services.live_camera import now_ms
+from services.frame_source import FrameSource
 from services.native_messages import NativeMessages
 
 
-class VideoFile:
+class VideoFile(FrameSource):
     def __init__(self, source: CameraSource, capture: cv2.VideoCapture, first: np.ndarray, timeout_s: float,
                  messages: NativeMessages, log: Callable[[str], None], fps: float,
                  loop: bool = False, realtime: bool = False):
-        self.source = source
-        self.timeout_s = timeout_s
-        self.messages = messages
-        self.log = log
+        super().__init__(source, capture, timeout_s, messages, log)
         self.loop = loop
-        self.ended = False
-        self.frames_read = 0
-        self.reconnects = 0
-        self.up = True
-        self._capture: cv2.VideoCapture | None = capture
         self._pending: np.ndarray | None = first  # read when the file was opened, not yet handed out
         # realtime: file frames per bridge slot (a 25 fps file at --fps 5: 5, the first sent, four skipped).
         file_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
@@ -40,9 +32,6 @@ class VideoFile:
             log(f"{source.label} does not say its frame rate: --realtime is off, every frame is sent")
         self._slot = 0  # slots served since the file (re)started
         self._position = 0  # file frames consumed since the file (re)started
-
-    def start(self) -> VideoFile:
-        return self
 
     def next_frame(self, after: int, deadline: float) -> Frame | None:
         """The file's frame for this slot; None at the end (then `ended` is set unless it loops)."""
@@ -55,8 +44,7 @@ class VideoFile:
         while True:
             pixels = self._read_at(target)
             if pixels is not None:
-                self.frames_read += 1
-                return Frame(pixels, self.frames_read, now_ms())
+                return self._numbered(pixels)
             if not self.loop:
                 self.ended = True
                 return None
