@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -81,17 +80,8 @@ def main():
     if os.environ.get("KUIPER_URL"):
         run(harness.KuiperClient(os.environ["KUIPER_URL"]), os.environ.get("MQTT_URL", "tcp://127.0.0.1:1883"))
         return
-    with tempfile.TemporaryDirectory(prefix="defect-demo-") as work:
-        broker = harness.Mosquitto(Path(work) / "mosquitto").start()
-        kuiperd = None
-        try:
-            kuiperd = harness.Kuiperd(Path(work) / "kuiper", broker.url).start()
-            print(f"mosquitto on {broker.url}, kuiperd v{kuiperd.version} REST on {kuiperd.client.base_url}")
-            run(kuiperd.client, broker.url, broker)
-        finally:
-            if kuiperd:
-                kuiperd.stop()
-            broker.stop()
+    with harness.broker_and_kuiperd("defect-demo-") as (broker, kuiperd):
+        run(kuiperd.client, broker.url, broker)
 
 
 if __name__ == "__main__":

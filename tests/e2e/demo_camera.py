@@ -219,18 +219,8 @@ def run(client: harness.KuiperClient, mqtt_url: str) -> list[tuple[str, list[Lab
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="defect-demo-camera-") as work:
-        broker = harness.Mosquitto(Path(work) / "mosquitto").start()
-        kuiperd = None
-        try:
-            kuiperd = harness.Kuiperd(Path(work) / "kuiper", broker.url).start()
-            print(f"mosquitto on {broker.url}, kuiperd v{kuiperd.version} (-tags full) REST on "
-                  f"{kuiperd.client.base_url}")
-            run(kuiperd.client, broker.url)
-        finally:
-            if kuiperd:
-                kuiperd.stop()
-            broker.stop()
+    with harness.broker_and_kuiperd("defect-demo-camera-", " (-tags full)") as (broker, kuiperd):
+        run(kuiperd.client, broker.url)
 
 
 if __name__ == "__main__":

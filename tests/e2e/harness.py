@@ -220,6 +220,23 @@ def private_tmp_command(command: list[str]) -> list[str]:
     return [str(PRIVATE_TMP), *command]
 
 
+@contextlib.contextmanager
+def broker_and_kuiperd(prefix: str, what: str = ""):
+    """A mosquitto and a kuiperd in a temporary dir of their own, stopped and removed at the end
+    (the demos: `make demo`)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        broker = Mosquitto(Path(work) / "mosquitto").start()
+        kuiperd = None
+        try:
+            kuiperd = Kuiperd(Path(work) / "kuiper", broker.url).start()
+            print(f"mosquitto on {broker.url}, kuiperd v{kuiperd.version}{what} REST on {kuiperd.client.base_url}")
+            yield broker, kuiperd
+        finally:
+            if kuiperd:
+                kuiperd.stop()
+            broker.stop()
+
+
 def parent_pid(pid: int) -> int | None:
     with contextlib.suppress(OSError, StopIteration):
         status = Path(f"/proc/{pid}/status").read_text()
