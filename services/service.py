@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 
 # Runnable as a file from any directory: the plugin's modules and `services` are imported from the repo root.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +95,22 @@ def announce_when_loaded(host: ModelHost, server: uvicorn.Server, urls: list[str
         print(f"service: ready ({', '.join(status)}) at {' and '.join(urls)}", flush=True)
 
 
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """A listening socket on every address `host` names, as uvicorn binds them itself (a name such
+    as localhost: its IPv4 and its IPv6 address). OSError if one cannot listen."""
+    addresses = dict.fromkeys((family, address[:2]) for family, _, _, _, address in
+                              socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
+    sockets: list[socket.socket] = []
+    try:
+        for family, address in addresses:
+            sockets.append(socket.create_server(address, family=family))  # IPv6 ones are IPv6-only
+    except OSError:
+        for bound in sockets:
+            bound.close()
+        raise
+    return sockets
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -114,10 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     urls = [f"{scheme}://{shown_host}:{args.http_port} (docs: /docs)"]
     metrics = ServiceMetrics()  # one registry: /metrics counts HTTP and gRPC calls
     # Both ports are bound before any model loads and before "listening" is printed: a port in use
-    # is one line and exit 2, not a uvicorn traceback after a false "listening" line.
+    # is one line and exit 2, not uvicorn's ERROR line and exit 3 after a false "listening" line.
     try:
-        http_socket = socket.create_server((args.host, args.http_port),
-                                           family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+        http_sockets = listening_sockets(args.host, args.http_port)
     except OSError as e:
         print(f"service.py: HTTP cannot listen on {shown_host}:{args.http_port}: {e.strerror or first_line(e)}",
               file=sys.stderr)
@@ -141,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=5))
     threading.Thread(target=announce_when_loaded, args=(host, server, urls), daemon=True).start()
     try:
-        server.run(sockets=[http_socket])
+        server.run(sockets=http_sockets)
     except KeyboardInterrupt:
         pass
     finally:
@@ -166,4 +182,9 @@ if __name__ == "__main__":
         code = main()
     except SystemExit as e:  # SIGTERM's handler, and a bad command line (already printed)
         code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    except KeyboardInterrupt:  # Ctrl-C outside uvicorn's own handling (before it runs)
+        code = 130
+    except BaseException:  # a bug, or a library's error such as a TLS key that fits no certificate
+        traceback.print_exc()
+        code = 1
     exit_now(code)
