@@ -6,6 +6,7 @@ and the counts the bridge's progress line reports.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import cv2
@@ -15,7 +16,7 @@ from services.camera_source import CameraSource, Frame
 from services.native_messages import NativeMessages
 
 
-class FrameSource:
+class FrameSource(ABC):
     ended = False  # a file that played to its end and does not loop; the bridge then stops
 
     def __init__(self, source: CameraSource, capture: cv2.VideoCapture, timeout_s: float,
@@ -33,12 +34,13 @@ class FrameSource:
     def start(self) -> FrameSource:
         return self
 
+    @abstractmethod
     def next_frame(self, after: int, deadline: float) -> Frame | None:
         """A frame numbered above `after` for the slot that ends at `deadline` (time.monotonic), or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the capture (and end a reader thread)."""
 
     def _numbered(self, pixels: np.ndarray) -> Frame:
         """pixels as the next frame read, stamped now."""
