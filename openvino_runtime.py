@@ -4,7 +4,7 @@
 event to Google Analytics: openvino-telemetry 2025.2 is told enable_opt_in_dialog=False, so with
 no ~/intel/openvino_telemetry file it counts as consent. It writes ~/intel/openvino_ga_cid (a
 client id) and ~/intel/stats, and forks a process to POST the event (measured: one fork and both
-files on every model load, unless CI=true). A plugin on a factory gateway converts no model,
+files in every process that imports OpenVINO, unless CI=true). A plugin on a factory gateway converts no model,
 must not phone home and must not fork beside kuiperd, so that one import is refused here;
 openvino/__init__.py skips it on ImportError and the runtime is unchanged. Import this module
 before anything imports openvino.

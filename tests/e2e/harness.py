@@ -360,8 +360,9 @@ class Kuiperd:
 
     def plugin_worker_pids(self, name: str) -> list[int]:
         """The workers (`main.py --worker`) among plugin_pids: children of the supervisor kuiperd started.
-        A process a worker forks (a library running a helper) shows the worker's command line until it
-        execs; its parent is a worker, not a supervisor, so it is not counted."""
+        A process a worker forks shows the worker's command line until it execs (OpenVINO's telemetry
+        forked one at import, before openvino_runtime.py kept it out; any library may): its parent is
+        a worker, not a supervisor, so it is not counted."""
         supervisors, workers = set(), {}
         for pid in self.plugin_pids(name):
             with contextlib.suppress(OSError):

@@ -34,7 +34,7 @@ def test_two_kuiperds_share_one_topic_each_frame_once(mosquitto, mqtt_pub, mqtt_
                 f'CREATE STREAM frames () WITH (DATASOURCE="$share/defect/{topic}", FORMAT="JSON")')
             node.client.create_rule("count", "SELECT seq, inference(image)->defect AS defect FROM frames",
                                     [node.mqtt_action(outs[i].topic, sendSingle=True)])
-            # Both boxes' plugins load their models at once here, on one machine's cores.
+            # Two kuiperds with their plugins on one machine's cores (the box CI runs on has two).
             node.client.wait_rule_running("count", timeout=60)
         mosquitto.wait_subscribed(f"$share/defect/{topic}", clients=2)
         assert len({pid for node in nodes for pid in node.plugin_worker_pids("defect")}) == 2
