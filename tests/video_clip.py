@@ -16,6 +16,7 @@ ffmpeg and OpenCV's VideoCapture, streamable over RTSP, and fine enough that `in
 same defects on its decoded frames as on the source image (tests/test_video_clip.py).
 ffmpeg comes from Debian through tests/system_deps.sh; without it every call fails with the reason.
 """
+import itertools
 import os
 import shutil
 import signal
@@ -77,6 +78,11 @@ def label_index(label: str) -> int | None:
     """The class index of an `index:name` label, None if it has none."""
     head, _, _ = label.partition(":")
     return int(head) if head.isdigit() else None
+
+
+def scene_runs(shown: list[str]) -> list[tuple[str, int]]:
+    """[("cat", 6), ("parrot", 6), ...]: consecutive results that show the same scene, counted."""
+    return [(scene, len(list(frames))) for scene, frames in itertools.groupby(shown)]
 
 
 def scene_at(scenes: list[Scene], t: float) -> Scene | None:

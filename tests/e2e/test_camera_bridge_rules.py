@@ -14,7 +14,7 @@ import pytest
 
 from camera_bridge_process import BridgeProcess
 from scenarios import decode_b64_gray, mask_regions
-from video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, session_clip
+from video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_runs, session_clip
 
 FPS = 5  # the clip's and the bridge's: 2 s a scene, 10 frames each
 
@@ -79,7 +79,7 @@ def test_a_live_http_camera_through_the_bridge_labels_its_scenes_in_turn(
         messages = out.wait_for(70, timeout=120)
         assert process.stop() == 0, process.log()
     shown = [scene_of(json.loads(m.payload)["label"]) for m in messages]
-    runs = [(scene, len(list(frames))) for scene, frames in itertools.groupby(shown)]
+    runs = scene_runs(shown)
     names = [scene for scene, _ in runs]
     following = {"cat": "parrot", "parrot": "other", "other": "cat"}
     assert all(b == following[a] for a, b in itertools.pairwise(names)), runs
@@ -104,7 +104,7 @@ def test_an_rtsp_camera_through_the_bridge_gives_its_scenes_labels(
     assert {"cat", "parrot", "other"} <= set(shown), shown
     # Each reopened session joins VLC's loop wherever it is, so a scene may be cut short; but a whole
     # parrot scene (3 s, about 15 frames at 5 fps) is labelled 89:macaw from start to end.
-    runs = [(scene, len(list(frames))) for scene, frames in itertools.groupby(shown)]
+    runs = scene_runs(shown)
     assert max(length for scene, length in runs if scene == "parrot") >= 12, runs
 
 

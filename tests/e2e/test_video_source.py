@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_at
+from video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_at, scene_runs
 
 SQL = "SELECT labelImage(self)[0]->label AS label, inference(self)->defect AS defect FROM {stream}"
 # An MJPEG-over-HTTP stream carries no timestamps: ffmpeg stamps its frames as if at 25 fps, so
@@ -55,17 +55,6 @@ def scene_name(result: dict) -> str:
     return f"other ({result})"
 
 
-def runs(names: list[str]) -> list[tuple[str, int]]:
-    """[("cat", 6), ("parrot", 6), ...]: consecutive results that show the same thing."""
-    out: list[tuple[str, int]] = []
-    for name in names:
-        if out and out[-1][0] == name:
-            out[-1] = (name, out[-1][1] + 1)
-        else:
-            out.append((name, 1))
-    return out
-
-
 NEXT = {"cat": "parrot", "parrot": "surface", "surface": "cat"}
 
 
@@ -73,8 +62,8 @@ def assert_follows_the_loop(results: list[dict]) -> None:
     """Every result shows a scene of the clip, and scenes come in the clip's order, looping."""
     names = [scene_name(r) for r in results]
     assert all(n in NEXT for n in names), names
-    sequence = [name for name, _ in runs(names)]
-    assert all(NEXT[a] == b for a, b in zip(sequence, sequence[1:], strict=False)), runs(names)
+    sequence = [name for name, _ in scene_runs(names)]
+    assert all(NEXT[a] == b for a, b in zip(sequence, sequence[1:], strict=False)), scene_runs(names)
     assert all(r["defect"] == 3 for r in results if scene_name(r) == "surface"), results
 
 
@@ -91,15 +80,15 @@ def test_file_url_frames_follow_the_clip(kuiperd, kuiper, defect_plugin, mqtt_su
     collector.wait_for(3 * per_scene + 1, timeout=60)  # the first pass and the start of the next
     results = collector.json()
     names = [scene_name(r) for r in results]
-    first_pass = runs(names)[:3]
+    first_pass = scene_runs(names)[:3]
     # The first pass, frame by frame: frame i is the clip at i * interval.
-    assert first_pass[:2] == [("cat", per_scene), ("parrot", per_scene)], runs(names)
+    assert first_pass[:2] == [("cat", per_scene), ("parrot", per_scene)], scene_runs(names)
     for i, result in enumerate(results[:2 * per_scene]):
         assert scene_at(scenes, i * interval_ms / 1000).accepts(result["label"]), (i, result)
     # kuiperd v2.4.2 may lose the last frames of a pass (source.go:198 "scanner error: read |0: file
     # already closed": ffmpeg's pipe is closed on exit before it is drained), so the surface run of a
     # pass can be short, never long.
-    assert first_pass[2][0] == "surface" and 1 <= first_pass[2][1] <= per_scene, runs(names)
+    assert first_pass[2][0] == "surface" and 1 <= first_pass[2][1] <= per_scene, scene_runs(names)
     assert_follows_the_loop(results)
 
 
@@ -113,9 +102,9 @@ def test_live_http_camera_frames_follow_the_clip(kuiperd, kuiper, defect_plugin,
         collector.wait_for(45, timeout=60)
     results = collector.json()[:45]
     names = [scene_name(r) for r in results]
-    assert [name for name, _ in runs(names)] == ["cat", "parrot", "surface"], runs(names)
+    assert [name for name, _ in scene_runs(names)] == ["cat", "parrot", "surface"], scene_runs(names)
     # A live reader may drop or repeat a frame at the cut: the change lands within 2 frames of it.
-    assert abs(names.index("parrot") - 15) <= 2 and abs(names.index("surface") - 30) <= 2, runs(names)
+    assert abs(names.index("parrot") - 15) <= 2 and abs(names.index("surface") - 30) <= 2, scene_runs(names)
     assert all(r["defect"] == scenes[2].expect for r in results if scene_name(r) == "surface"), results
 
 
