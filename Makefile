@@ -12,7 +12,7 @@ KUIPERD_DIR := $(HOME)/.cache/defect/kuiperd-$(KUIPER_VERSION)-full
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
 PLUGIN_FILES := main.py supervisor.py worker.py errors.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
-                openvino_runtime.py settings.py function_server.py rule_revival.py command_line.py config.json defect.json requirements.txt \
+                openvino_runtime.py exit_now.py settings.py function_server.py rule_revival.py command_line.py config.json defect.json requirements.txt \
                 install.sh
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
                models/imagenet_labels.txt models/sample_surface.png models/sample_cat.jpg

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterable
 
+from exit_now import exit_now
 from function_server import FunctionServer
 from label_func import ModelFunction, mtime
 from settings import config_files
@@ -72,20 +73,10 @@ def serve_forever(functions: dict[str, ModelFunction], server: FunctionServer,
         server.serve_all()  # a channel whose runtime ended is dialled again
         if degraded and any(f.model_files() != files[name] for name, f in functions.items()):
             log.info("model files changed: leaving degraded mode")
-            leave(EXIT_MODEL_FILES_CHANGED)
+            exit_now(EXIT_MODEL_FILES_CHANGED)  # not sys.exit: a crash to the supervisor (exit_now.py)
         if config_error and watched(config_files()) != configs:
             log.info("config changed: reading it again")
-            leave(EXIT_MODEL_FILES_CHANGED)
-
-
-def leave(status: int) -> None:
-    """Exit at once with `status`, without Python's shutdown. sys.exit would tear down the
-    interpreter while the channels' threads may be inside nng_send; pynng 0.9.0's nng then panics
-    (pthread_mutex_lock: Invalid argument, SIGABRT), and the supervisor would count a crash."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+            exit_now(EXIT_MODEL_FILES_CHANGED)  # not sys.exit: a crash to the supervisor (exit_now.py)
 
 
 def functions_in_use() -> list[str]:

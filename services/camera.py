@@ -24,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a file from any directory: the plugin's modules and services/ sit here
     sys.path.insert(0, REPO)
 
+import command_line  # noqa: E402
 from command_line import OneLineArgumentParser  # noqa: E402
 from errors import InputError  # noqa: E402
 from services.camera_bridge import CameraBridge  # noqa: E402
@@ -40,8 +41,7 @@ SOURCE_VARIABLE = "CAMERA_SOURCE"
 
 
 def fail(message: str) -> NoReturn:
-    print(f"{PROG}: {message}", file=sys.stderr)
-    sys.exit(2)
+    command_line.fail(PROG, message)
 
 
 def number(kind: type, low: float, high: float) -> Callable[[str], float]:

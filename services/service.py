@@ -7,7 +7,6 @@ in the background (the HTTP port answers 503 until they are in), an optional API
 for both, and a clean stop on SIGTERM or Ctrl-C.
 """
 import argparse
-import logging
 import os
 import signal
 import socket
@@ -25,6 +24,7 @@ import uvicorn  # noqa: E402
 
 from command_line import OneLineArgumentParser  # noqa: E402
 from errors import ConfigError, first_line  # noqa: E402
+from exit_now import exit_now  # noqa: E402
 from services.http_api import API_KEY_HEADER, BODY_SECONDS, create_app  # noqa: E402
 from services.model_host import ModelHost  # noqa: E402
 from services.service_metrics import ServiceMetrics  # noqa: E402
@@ -167,16 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.started else 1
 
 
-def exit_now(status: int) -> None:
-    """End the process without Python's shutdown. A model may still be loading in a thread (a stop
-    during the load), and OpenVINO's native teardown under it aborts the process ("terminate called
-    without an active exception", SIGABRT) instead of the exit status."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
 if __name__ == "__main__":
     try:
         code = main()
@@ -187,4 +177,4 @@ if __name__ == "__main__":
     except BaseException:  # a bug, or a library's error such as a TLS key that fits no certificate
         traceback.print_exc()
         code = 1
-    exit_now(code)
+    exit_now(code)  # not Python's shutdown: a model may still be loading in a thread (exit_now.py)

@@ -14,7 +14,7 @@ from paths import REPO
 
 # Lower layers never import higher ones. A new plugin module gets a layer here.
 LAYERS = {
-    "errors": 0,
+    "errors": 0, "exit_now": 0,
     "settings": 1, "image_input": 1, "thread_tuning": 1, "supervisor": 1, "rule_revival": 1,
     "openvino_runtime": 1,
     "command_line": 2,
