@@ -7,7 +7,10 @@ A rule planned first stops with "function labelImage not found" and kuiperd neve
 (bench/restart_race.py counts how often: README, Reliability). kuiperd starts this process
 as it registers the plugin, so the plugin is there to notice: it waits for kuiperd's REST API
 (which opens only after every rule was restored) and restarts exactly the rules stopped for
-one of its own functions. Standard library only; no model, no eKuiper import.
+one of its own functions: status "stopped by error", the message exactly kuiperd's parse error
+for the rule's own SQL and one of this plugin's functions, and that SQL calling the function
+(a rule whose message merely quotes the text is left alone). Standard library only; no model,
+no eKuiper import.
 """
 from __future__ import annotations
 
@@ -24,7 +27,44 @@ import urllib.request
 from errors import first_line
 
 log = logging.getLogger(__name__)
-NOT_FOUND = re.compile(r"function (\w+) not found")
+# kuiperd v2.4.2's whole message for a rule whose SQL calls a function it does not know (yet):
+# internal/xsql/parser.go parseCall ("function %s not found", the name as the SQL spells it),
+# wrapped by internal/xsql/stmtx.go GetStatementFromSql ("Parse SQL %s error: %s.", the rule's SQL).
+NOT_FOUND_MESSAGE = "Parse SQL {sql} error: function {function} not found."
+# The state kuiperd's doStart leaves a rule in when planning it fails (internal/topo/rule/machine).
+STOPPED_BY_ERROR = "stopped by error"
+# eKuiper SQL's string literals and `quoted` identifiers: a name inside them is no call.
+_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`', re.S)
+
+
+def missing_function(message: str, sql: str, functions: set[str]) -> str | None:
+    """The function of this plugin that kuiperd did not know when it planned the rule, or None.
+
+    Args:
+        message: the rule's status message (GET /rules/{id}/status, "message").
+        sql: the rule's SQL (GET /rules/{id}, "sql").
+        functions: this plugin's function names.
+    Returns:
+        The name, only when `message` is exactly kuiperd's parse error for `sql` and that name, and
+        `sql` calls it outside string literals; None for anything else (a message that quotes it).
+    """
+    unquoted = _QUOTED.sub(" ", sql)
+    for function in functions:
+        if (message == NOT_FOUND_MESSAGE.format(sql=sql, function=function)
+                and re.search(rf"(?<![\w.]){re.escape(function)}\s*\(", unquoted)):
+            return function
+    return None
+
+
+def rest_tls_from_environment() -> bool:
+    """True when an environment variable sets kuiper.yaml's basic.restTls, as kuiperd reads them:
+    KUIPER__BASIC__RESTTLS__CERTFILE and the like (internal/conf/load.go: the "KUIPER" prefix as
+    is, the keys after it in any case, "__" between levels)."""
+    for name, value in os.environ.items():
+        keys = name.split("__")
+        if keys[0] == "KUIPER" and [k.lower() for k in keys[1:3]] == ["basic", "resttls"] and value.strip():
+            return True
+    return False
 
 
 def kuiper_yaml_path(plugin_dir: str) -> str | None:
@@ -64,7 +104,8 @@ def rest_base_url(plugin_dir: str) -> str | None:
     if setting("authentication", "false").lower() == "true":
         log.info("kuiperd's REST API asks for a token; rules stopped at start are not restarted by the plugin")
         return None
-    if yaml_value(text, "basic", "restTls") is not None:  # a mapping (certfile, keyfile) when set
+    tls_in_yaml = yaml_value(text, "basic", "restTls") not in (None, "null", "~")  # a mapping (certfile, keyfile)
+    if tls_in_yaml or rest_tls_from_environment():
         log.info("kuiperd's REST API uses TLS; rules stopped at start are not restarted by the plugin")
         return None
     host = setting("restIp", "0.0.0.0")
@@ -88,7 +129,8 @@ def _request(base: str, method: str, path: str):
 
 def revive_rules(base: str, functions: set[str], wait_seconds: float = 300) -> list[str]:
     """Wait for kuiperd's REST API, then restart every rule stopped because one of `functions`
-    was not found. Returns the ids of the rules restarted."""
+    was not found (missing_function). Returns the ids of the rules restarted; never raises for
+    what kuiperd answers."""
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
@@ -105,17 +147,19 @@ def revive_rules(base: str, functions: set[str], wait_seconds: float = 300) -> l
     restarted = []
     for rule in rules if isinstance(rules, list) else []:
         try:  # one rule deleted meanwhile, or an odd answer, must not cost the others
-            if not isinstance(rule, dict) or not str(rule.get("status", "")).startswith("stopped"):
+            if not isinstance(rule, dict) or rule.get("status") != STOPPED_BY_ERROR:
                 continue
             rule_id = str(rule["id"])
             path = "/rules/" + urllib.parse.quote(rule_id, safe="")
-            status = _request(base, "GET", path + "/status")
-            match = NOT_FOUND.search(str(status.get("message", "")) if isinstance(status, dict) else "")
-            if match and match.group(1) in functions:
+            status, definition = _request(base, "GET", path + "/status"), _request(base, "GET", path)
+            if not (isinstance(status, dict) and isinstance(definition, dict)):
+                continue
+            function = missing_function(str(status.get("message", "")), str(definition.get("sql", "")), functions)
+            if function:
                 _request(base, "POST", path + "/restart")
                 restarted.append(rule_id)
-                log.info("restarted rule %s: kuiperd restored it before it had registered this plugin (%s)",
-                         rule_id, match.group(0))
+                log.info("restarted rule %s: kuiperd restored it before it had registered this plugin "
+                         "(function %s not found)", rule_id, function)
         except (OSError, ValueError, KeyError) as e:
             log.info("rule %s not checked: %s", rule.get("id") if isinstance(rule, dict) else rule, first_line(e))
     return restarted
