@@ -1,4 +1,13 @@
-"""What the bridge reads: a stream URL, a video file or a USB device index, and how OpenCV opens it."""
+"""What the bridge reads: a stream URL, a video file or a USB device index, and how OpenCV opens it.
+
+FFmpeg follows what a source sends: an HLS playlist names segments by URL (file:// too), an SDP
+file names RTP streams. A source that turns hostile (a camera's firmware, whoever answers at its
+address) must not steer the bridge into reading local files or reaching other protocols, so each
+kind of source gets FFmpeg's `protocol_whitelist` for its own protocols (OpenCV hands FFmpeg the
+options in OPENCV_FFMPEG_CAPTURE_OPTIONS, "key;value|key;value"). A camera's user name and
+password go to that camera only: never through an http_proxy, and never along a redirect to
+another host (FFmpeg drops them there itself; http_answer does too).
+"""
 from __future__ import annotations
 
 import base64
@@ -18,6 +27,19 @@ from services.native_messages import NativeMessages
 # Schemes FFmpeg (built into opencv-python-headless) reads as a live stream.
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
 DEVICE_INDEX = re.compile(r"^\d{1,3}$")
+CAPTURE_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# FFmpeg protocols each scheme needs, the ones it nests included: HTTP(S) with TLS, TCP, HLS's
+# AES-128 segments (crypto) and an HTTPS proxy's CONNECT (httpproxy); RTSP with RTP over UDP or
+# TCP, and TLS for rtsps. Nothing else, file:// above all.
+PROTOCOLS = {
+    "http": "http,https,tls,tcp,crypto,httpproxy", "https": "http,https,tls,tcp,crypto,httpproxy",
+    "rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls", "rtsps": "rtsp,rtsps,rtp,srtp,udp,tcp,tls",
+    "rtmp": "rtmp,rtmps,tcp,tls", "rtmps": "rtmp,rtmps,tcp,tls",
+    "udp": "udp", "tcp": "tcp", "srt": "srt", "file": "file",
+}
+# FFmpeg's http protocol uses a proxy only when its http_proxy option (else the variable) starts
+# with http://: any other value means none, for this capture alone.
+NO_PROXY = "none"
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,20 @@ class CameraSource:
             return os.path.splitext(os.path.basename(self.target))[0]
         return urlsplit(self.target).hostname or "camera"
 
+    def capture_options(self, given: str | None) -> str:
+        """OPENCV_FFMPEG_CAPTURE_OPTIONS for this source: `given` (the operator's own, which win
+        key by key) plus its protocol_whitelist; no proxy when the URL carries credentials; and
+        for RTSP, RTP over TCP first then UDP (rtsp_flags prefer_tcp), what OpenCV asks for itself
+        only while the variable is unset."""
+        options = dict(pair.split(";", 1) for pair in (given or "").split("|") if ";" in pair)
+        scheme = "file" if self.kind == "file" else str(self.target).split("://", 1)[0].lower()
+        options.setdefault("protocol_whitelist", PROTOCOLS[scheme])
+        if scheme in ("http", "https") and urlsplit(str(self.target)).username is not None:
+            options.setdefault("http_proxy", NO_PROXY)
+        if scheme in ("rtsp", "rtsps") and not {"rtsp_transport", "rtsp_flags"} & options.keys():
+            options["rtsp_flags"] = "prefer_tcp"
+        return "|".join(f"{key};{value}" for key, value in options.items())
+
     def open(self, timeout_s: float, messages: NativeMessages) -> tuple[cv2.VideoCapture | None, str]:
         """(an opened capture, "") or (None, why it did not open, in one line)."""
         if self.kind == "device" and not os.path.exists(f"/dev/video{self.target}"):
@@ -81,6 +117,8 @@ class CameraSource:
         if self.kind == "device":
             capture = cv2.VideoCapture(self.target, cv2.CAP_V4L2)
         else:
+            # Read by OpenCV at each open; one source per bridge process, so the process's own variable.
+            os.environ[CAPTURE_OPTIONS] = self.capture_options(os.environ.get(CAPTURE_OPTIONS))
             timeout_ms = int(timeout_s * 1000)
             capture = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
@@ -115,16 +153,36 @@ class CameraSource:
         return None, messages.since(mark) or ("the end of the file" if self.kind == "file" else "the stream ended")
 
 
+class CredentialsStayHome(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect, but sends the camera's Authorization only to the same scheme, host and port."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(newurl) != origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+
+
 def http_answer(url: str, timeout_s: float) -> str | None:
-    """What an HTTP camera answers, as a reason: "HTTP 401 Unauthorized", or the content type it sent."""
+    """What an HTTP camera answers, as a reason: "HTTP 401 Unauthorized", or the content type it sent.
+
+    The URL's credentials go to the camera alone: no proxy from the environment, and not along a
+    redirect to another host. None when it cannot be reached at all."""
     parts = urlsplit(url)
     host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
     request = urllib.request.Request(urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))))
+    handlers: list[urllib.request.BaseHandler] = [CredentialsStayHome()]
     if parts.username is not None:
         login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+        handlers.append(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+        with urllib.request.build_opener(*handlers).open(request, timeout=timeout_s) as answer:
             return f"it answers {answer.headers.get_content_type()}, not a video stream FFmpeg can read"
     except urllib.error.HTTPError as e:
         hint = " (check the user name and password in the URL)" if e.code in (401, 403) else ""

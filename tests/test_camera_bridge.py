@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -333,6 +334,166 @@ def test_a_bad_source_or_option_is_one_line_and_exit_2(source, options, reason, 
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("camera.py: ") and reason in lines[0], r.stderr
     assert "secret" not in r.stderr
+
+
+# ---------------------------------------------------------------- where a source may lead the bridge
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """An HTTP server on `host` that records (path, Authorization) of each request and answers
+    with answer(server, handler): (status, headers, body)."""
+
+    def __init__(self, host, answer):
+        self.requests = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Authorization")))
+                status, headers, body = answer(server, self)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        super().__init__((host, 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def address(self):
+        return f"{self.server_address[0]}:{self.server_address[1]}"
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+CHALLENGE = (401, {"WWW-Authenticate": 'Basic realm="camera"'}, b"")
+WEB_PAGE = (200, {"Content-Type": "text/html"}, b"<html>no video here</html>")
+
+
+def run_bridge(source, tmp_path, env=None, timeout=60):
+    """camera.py SOURCE, which must fail before it needs a broker: exit 2, one line."""
+    r = subprocess.run([sys.executable, CAMERA, source, "--topic", "t", "--timeout", "5"], capture_output=True,
+                       text=True, timeout=timeout, cwd=tmp_path, env={**os.environ, **(env or {})})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (r.returncode, r.stderr)
+    return r.stderr
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host(tmp_path):
+    """The camera asks for the password, then redirects to another host (127.0.0.2), which shows a
+    web page to a request without credentials: FFmpeg gives up without a reason, so the bridge asks
+    the camera itself what it answers (http_answer). Neither may take the password along."""
+    elsewhere = Recorder("127.0.0.2", lambda server, request: WEB_PAGE)
+    camera = Recorder("127.0.0.1", lambda server, request: (
+        (302, {"Location": f"http://{elsewhere.address}/video"}, b"") if request.headers.get("Authorization")
+        else CHALLENGE))
+    try:
+        said = run_bridge(f"http://admin:secret@{camera.address}/video", tmp_path)
+    finally:
+        camera.close()
+        elsewhere.close()
+    assert "it answers text/html" in said, said  # both FFmpeg and http_answer went there
+    login = "Basic " + base64.b64encode(b"admin:secret").decode()
+    assert login in [auth for _, auth in camera.requests], camera.requests  # the camera did get it
+    assert len(elsewhere.requests) >= 2 and all(auth is None for _, auth in elsewhere.requests), elsewhere.requests
+
+
+@pytest.mark.parametrize("login", ["admin:secret@", ""], ids=["credentials", "none"])
+def test_an_http_proxy_never_sees_a_cameras_credentials(login, tmp_path):
+    """With http_proxy set, a camera URL with credentials is reached directly; one without goes
+    through the proxy as before (which shows the proxy is live, so the first case can fail)."""
+    proxy = Recorder("127.0.0.1", lambda server, request: CHALLENGE)  # a proxy that wants the password too
+    camera = Recorder("127.0.0.2", lambda server, request: WEB_PAGE if request.headers.get("Authorization")
+                      else CHALLENGE)
+    try:
+        run_bridge(f"http://{login}{camera.address}/video", tmp_path,
+                   env={"http_proxy": f"http://{proxy.address}", "HTTP_PROXY": f"http://{proxy.address}",
+                        "no_proxy": "", "NO_PROXY": ""})
+    finally:
+        proxy.close()
+        camera.close()
+    if login:
+        assert proxy.requests == [], proxy.requests
+        assert "Basic " + base64.b64encode(b"admin:secret").decode() in [auth for _, auth in camera.requests]
+    else:
+        assert proxy.requests and not camera.requests, (proxy.requests, camera.requests)
+
+
+@pytest.fixture
+def probes(tmp_path):
+    """A FIFO (a local file: opening it for reading is seen) and an HTTP server on another host."""
+    fifo = tmp_path / "secret.ts"
+    os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def watch():
+        with open(fifo, "wb"):  # returns once a reader opens it
+            opened.set()
+    threading.Thread(target=watch, daemon=True).start()
+    web = Recorder("127.0.0.2", lambda server, request: (404, {}, b""))
+    yield fifo, opened, web
+    web.close()
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the watcher end when nothing opened it
+
+
+def playlist(fifo, web):
+    return (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nfile://{fifo}\n"
+            f"#EXTINF:2.0,\nhttp://{web.address}/segment.ts\n#EXT-X-ENDLIST\n").encode()
+
+
+def test_a_tcp_source_cannot_lead_ffmpeg_to_files_or_other_protocols(probes, tmp_path):
+    """tcp://host/x.m3u8 that sends an HLS playlist: without its protocol_whitelist (tcp alone),
+    FFmpeg opened the local file and fetched the other host's URL the playlist names."""
+    fifo, opened, web = probes
+    server = socket.create_server(("127.0.0.1", 0))
+    body = playlist(fifo, web)
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(body)
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        run_bridge(f"tcp://127.0.0.1:{server.getsockname()[1]}/live.m3u8", tmp_path)
+    finally:
+        server.close()
+    assert not opened.is_set(), "FFmpeg opened the local file the playlist names"
+    assert web.requests == [], web.requests
+
+
+def test_an_http_playlist_cannot_lead_ffmpeg_to_local_files(probes, tmp_path):
+    fifo, opened, web = probes
+    camera = Recorder("127.0.0.1", lambda server, request: (
+        200, {"Content-Type": "application/vnd.apple.mpegurl"}, playlist(fifo, web)))
+    try:
+        run_bridge(f"http://{camera.address}/live.m3u8", tmp_path)
+    finally:
+        camera.close()
+    assert camera.requests, "the camera was never asked"
+    assert not opened.is_set(), "FFmpeg opened the local file the playlist names"
+
+
+@pytest.mark.parametrize("source, given, expected", [
+    ("rtsp://cam/s1", None, "protocol_whitelist;rtsp,rtsps,rtp,srtp,udp,tcp,tls|rtsp_flags;prefer_tcp"),
+    ("rtsp://cam/s1", "rtsp_transport;udp", "rtsp_transport;udp|protocol_whitelist;rtsp,rtsps,rtp,srtp,udp,tcp,tls"),
+    ("http://u:p@cam/v", None, "protocol_whitelist;http,https,tls,tcp,crypto,httpproxy|http_proxy;none"),
+    ("https://cam/v", "protocol_whitelist;https,tls,tcp", "protocol_whitelist;https,tls,tcp"),
+    ("tcp://cam:9/v", None, "protocol_whitelist;tcp"),
+    ("{clip}", None, "protocol_whitelist;file"),
+])
+def test_capture_options_per_source(source, given, expected, tmp_path):
+    """The operator's own OPENCV_FFMPEG_CAPTURE_OPTIONS win key by key; RTSP keeps OpenCV's TCP-first default."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    assert CameraSource.parse(source.format(clip=clip)).capture_options(given) == expected
 
 
 @e2e
