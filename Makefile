@@ -13,7 +13,7 @@ KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
 PLUGIN_FILES := main.py supervisor.py worker.py errors.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
                 openvino_runtime.py exit_now.py settings.py function_server.py rule_revival.py command_line.py config.json defect.json requirements.txt \
-                install.sh
+                requirements.lock install.sh
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
                models/imagenet_labels.txt models/sample_surface.png models/sample_cat.jpg
 
@@ -76,23 +76,28 @@ OFFLINE_ZIP := build/defect-offline-$(PLATFORM)-cp$(subst .,,$(PYTHON)).zip
 package-offline: $(OFFLINE_ZIP) build/defect-offline.zip
 build/defect-offline.zip: build/defect-offline-linux_x86_64-cp311.zip
 	cp $< $@
+# The wheels are requirements.lock's, hash-checked. On aarch64, pynng's wheels get libatomic.so.1
+# grafted in (tests/platforms/graft_libatomic.py), and the zip's lock their new hashes.
+LOCK_WITH_DEPS := <(grep -v '^[^\#]*\# --no-deps' requirements.lock)
+LOCK_NO_DEPS := <(sed -n 's/^\([^\#]*[^\#[:space:]]\)[[:space:]]*\# --no-deps.*/\1/p' requirements.lock)
 # $*: <platform>-cp<3xx>, e.g. linux_aarch64-cp311
-build/defect-offline-%.zip: build/defect.zip requirements.txt Makefile
+build/defect-offline-%.zip: build/defect.zip requirements.lock tests/platforms/graft_libatomic.py Makefile
 	@case "$*" in linux_x86_64-cp31[123]|linux_aarch64-cp31[123]) ;; \
 	  *) echo "PLATFORM must be linux_x86_64 or linux_aarch64, PYTHON 3.11, 3.12 or 3.13 (got $*)"; exit 1;; esac
 	@set -euo pipefail; stem=$*; arch=$${stem%-cp*}; arch=$${arch#linux_}; cp=$${stem##*-cp}; \
 	tags=$$(case $$arch in x86_64) echo $(MANYLINUX_x86_64);; aarch64) echo $(MANYLINUX_aarch64);; esac); \
-	key=$$({ cat requirements.txt; echo "$$tags"; } | sha256sum | cut -c1-12); cache=$(WHEEL_CACHE)/$*-$$key; \
+	key=$$({ cat requirements.lock; echo "$$tags"; } | sha256sum | cut -c1-12); cache=$(WHEEL_CACHE)/$*-$$key; \
 	if [ ! -f $$cache/.complete ]; then \
 	  rm -rf $$cache.tmp.$$$$ && mkdir -p $$cache.tmp.$$$$; \
 	  args=(--disable-pip-version-check -q --only-binary=:all: --python-version 3.$${cp#3} --implementation cp \
 	        --abi cp$$cp --abi abi3 --abi none -d $$cache.tmp.$$$$); \
 	  for tag in $$tags; do args+=(--platform $${tag}_$$arch); done; \
-	  $(PY) -m pip download "$${args[@]}" -r $(REQUIREMENTS_WITH_DEPS); \
-	  $(PY) -m pip download "$${args[@]}" --no-deps -r $(REQUIREMENTS_NO_DEPS); \
+	  $(PY) -m pip download "$${args[@]}" --require-hashes -r $(LOCK_WITH_DEPS); \
+	  $(PY) -m pip download "$${args[@]}" --require-hashes --no-deps -r $(LOCK_NO_DEPS); \
 	  touch $$cache.tmp.$$$$/.complete && rm -rf $$cache && mv $$cache.tmp.$$$$ $$cache; fi; \
 	rm -rf build/offline-$* $@ && cp -r build/defect build/offline-$* && mkdir build/offline-$*/wheels; \
 	cp $$cache/*.whl build/offline-$*/wheels/; \
+	if [ $$arch = aarch64 ]; then $(PY) tests/platforms/graft_libatomic.py build/offline-$*/wheels build/offline-$*/requirements.lock; fi; \
 	cd build/offline-$* && ../../$(PY) -m zipfile -c ../defect-offline-$*.zip *; \
 	echo "wrote $@: wheels for $$arch ($$tags), CPython 3.$${cp#3}"
 

@@ -16,7 +16,7 @@ say() { echo "defect install: $*"; }
 read_kuiper_yaml_python_bin() {
   for conf in ${KuiperBaseKey:+"$KuiperBaseKey/etc/kuiper.yaml"} ../../../etc/kuiper.yaml /etc/kuiper/kuiper.yaml; do
     [ -f "$conf" ] || continue
-    KUIPER_YAML=$conf
+    KUIPER_YAML="$conf"
     # A top-level `portable:` block and its `pythonBin:` key; quotes and comments stripped.
     YAML_PYTHON=$(awk '{ sub(/\r$/, "") }
       /^[^[:space:]#]/ { in_portable = ($0 ~ /^portable:[[:space:]]*(#.*)?$/); next }
@@ -36,13 +36,13 @@ read_kuiper_yaml_python_bin() {
 # `python` (python3 when there is no `python`). DEFECT_PYTHON overrides them all.
 KUIPER_YAML= YAML_PYTHON=
 if [ -n "${DEFECT_PYTHON:-}" ]; then
-  PYTHON=$DEFECT_PYTHON; FROM="DEFECT_PYTHON"
+  PYTHON="$DEFECT_PYTHON"; FROM="DEFECT_PYTHON"
 elif [ -n "${KUIPER__PORTABLE__PYTHONBIN:-}" ]; then
-  PYTHON=$KUIPER__PORTABLE__PYTHONBIN; FROM="KUIPER__PORTABLE__PYTHONBIN"
+  PYTHON="$KUIPER__PORTABLE__PYTHONBIN"; FROM="KUIPER__PORTABLE__PYTHONBIN"
 else
   read_kuiper_yaml_python_bin
   if [ -n "$YAML_PYTHON" ]; then
-    PYTHON=$YAML_PYTHON; FROM="portable.pythonBin in $KUIPER_YAML"
+    PYTHON="$YAML_PYTHON"; FROM="portable.pythonBin in $KUIPER_YAML"
   else
     PYTHON=$(command -v python || command -v python3 || echo python); FROM="kuiperd's default"
   fi
@@ -51,15 +51,16 @@ say "python: $PYTHON ($FROM)"
 
 command -v "$PYTHON" >/dev/null 2>&1 || { say "ERROR: $PYTHON ($FROM) not found; set kuiperd's pythonBin or DEFECT_PYTHON to a Python 3.11+ interpreter" >&2; exit 1; }
 
+# Every package of requirements.lock (the transitive ones too) at its pinned version.
 has_requirements() {
   "$1" - <<'PY'
-import re, sys
+import sys
 from importlib.metadata import version, PackageNotFoundError
-for line in open("requirements.txt"):
+for line in open("requirements.lock"):
     line = line.split("#")[0].strip()
     if not line:
         continue
-    name, pinned = re.split(r"==", line)
+    name, pinned = line.split()[0].split("==")
     try:
         if version(name) != pinned:
             sys.exit(1)
@@ -69,7 +70,7 @@ PY
 }
 
 if [ ! -x .venv/bin/python ] && has_requirements "$PYTHON"; then
-  say "$($PYTHON -c 'import sys; print(sys.executable)') already has every pinned requirement; no venv needed"
+  say "$("$PYTHON" -c 'import sys; print(sys.executable)') already has every pinned requirement; no venv needed"
   exit 0
 fi
 if [ -x .venv/bin/python ] && has_requirements .venv/bin/python; then
@@ -82,13 +83,17 @@ say "creating venv in $(pwd)/.venv with $PYTHON"
 # import, and kuiperd runs install.sh only once. Removed unless the install completes.
 trap 'rm -rf .venv' EXIT
 "$PYTHON" -m venv .venv || { say "ERROR: '$PYTHON -m venv' failed; on Debian/Ubuntu install the python3-venv package" >&2; exit 1; }
-# requirements.txt's lines marked `# --no-deps` (the ekuiper SDK, whose exact pynng pin has no
-# aarch64 wheel) go in after the others, without their own dependencies.
+# requirements.lock: requirements.txt with every transitive dependency, pinned with the sha256 of
+# each wheel (tests/requirements_lock.py). Wheels only (no build runs here), pip's cache off (nothing
+# written outside the plugin dir), every file checked against its hash. Its lines marked
+# `# --no-deps` (the ekuiper SDK, whose exact pynng pin has no aarch64 wheel) go in after the
+# others, without their own dependencies.
 pip_install() {  # $@: where from (none: the package index)
-  grep -v '^[^#]*# --no-deps' requirements.txt > .venv/requirements-deps.txt
-  sed -n 's/^\([^#]*[^#[:space:]]\)[[:space:]]*# --no-deps.*/\1/p' requirements.txt > .venv/requirements-no-deps.txt
-  .venv/bin/python -m pip install --disable-pip-version-check "$@" -r .venv/requirements-deps.txt &&
-    .venv/bin/python -m pip install --disable-pip-version-check "$@" --no-deps -r .venv/requirements-no-deps.txt
+  grep -v '^[^#]*# --no-deps' requirements.lock > .venv/requirements-deps.txt
+  sed -n 's/^\([^#]*[^#[:space:]]\)[[:space:]]*# --no-deps.*/\1/p' requirements.lock > .venv/requirements-no-deps.txt
+  set -- --disable-pip-version-check --no-cache-dir --only-binary=:all: --require-hashes "$@"
+  .venv/bin/python -m pip install "$@" -r .venv/requirements-deps.txt &&
+    .venv/bin/python -m pip install "$@" --no-deps -r .venv/requirements-no-deps.txt
 }
 if [ -d wheels ]; then
   say "installing requirements from the bundled wheels (offline)"
@@ -99,11 +104,13 @@ else
   pip_install \
     || { say "ERROR: pip install failed; without network, use the offline zip (make package-offline)" >&2; exit 1; }
 fi
-# A wheel may link to a system library it does not bundle (pynng's aarch64 wheel: libatomic.so.1):
-# found here, in one line, rather than by the plugin failing to start.
-if ! loaded=$(.venv/bin/python -c 'import ekuiper, pynng, numpy, cv2, openvino' 2>&1); then
+# A wheel may link to a system library it does not bundle (pynng's aarch64 wheel from the index:
+# libatomic.so.1; the offline zip's has it inside): found here, in one line, rather than by the
+# plugin failing to start.
+# openvino_runtime (this dir), not openvino itself: importing that would send OpenVINO's telemetry event.
+if ! loaded=$(.venv/bin/python -c 'import ekuiper, pynng, numpy, cv2, openvino_runtime' 2>&1); then
   say "ERROR: the installed requirements do not load: $(echo "$loaded" | tail -n 1)" >&2
-  case $loaded in *libatomic*) say "install the system's libatomic1 (Debian/Ubuntu: apt-get install libatomic1), then the plugin again" >&2 ;; esac
+  case "$loaded" in *libatomic*) say "install the system's libatomic1 (Debian/Ubuntu: apt-get install libatomic1), then the plugin again" >&2 ;; esac
   exit 1
 fi
 trap - EXIT
