@@ -133,6 +133,7 @@ bench: package kuiperd
 	$(PY) bench/service.py
 	$(PY) bench/grpc_stream.py
 	$(PY) bench/camera.py
+	$(PY) bench/bombs.py
 
 # The models as a network service (README "Service"): HTTP with /docs and gRPC, on 127.0.0.1.
 SERVE_ARGS ?= --host 127.0.0.1 --http-port 8084 --grpc-port 50051

@@ -2,11 +2,13 @@
 import base64
 import io
 import struct
+import zlib
 
+import crafted_images as crafted
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from bad_inputs import bad_images
 from image_input import InputError, decode_image
@@ -198,3 +200,108 @@ def test_a_jpeg_of_millions_of_tiny_segments_is_refused_before_pillow_reads_them
         decode_image(data[:2] + b"\xff\xfe\x00\x02" * 4_000_000 + data[2:], **LIMITS)  # 16 MB of comments
     many_but_real = data[:2] + b"\xff\xfe\x00\x02" * 500 + data[2:]  # 500 comments: still a JPEG
     assert decode_image(many_but_real, **LIMITS)[1] == (64, 48)
+
+
+# --- Legit images the bounded header walks must keep reading (tests/test_bombs.py has the bombs) ---
+
+def pillow_bytes(image, fmt, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunks(data):
+    """[(type, payload)] of a PNG."""
+    found, pos = [], 8
+    while pos < len(data):
+        length = struct.unpack_from(">I", data, pos)[0]
+        found.append((data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+    return found
+
+
+def png_of(chunks):
+    return crafted.PNG_SIGNATURE + b"".join(crafted.png_chunk(kind, payload) for kind, payload in chunks)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "PNG eXIf after IDAT", "WEBP", "TIFF"])
+def test_the_size_is_the_decoded_pictures_after_exif_orientation(fmt):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees: OpenCV turns the 300x100 picture to 100x300
+    data = pillow_bytes(Image.fromarray(np.zeros((100, 300, 3), np.uint8)), fmt.split()[0], exif=exif)
+    if fmt == "PNG eXIf after IDAT":
+        chunks = png_chunks(data)
+        exif_chunk = next(c for c in chunks if c[0] == b"eXIf")
+        rest = [c for c in chunks if c[0] != b"eXIf"]
+        data = png_of(rest[:-1] + [exif_chunk, rest[-1]])
+    pixels, size = decode_image(data, **LIMITS)
+    assert pixels.shape[:2] == (300, 100) and size == (100, 300)
+
+
+@pytest.mark.parametrize("depth, color", [(8, 0), (16, 6), (1, 0), (2, 3), (4, 3), (8, 2)])
+@pytest.mark.parametrize("width, height", [(2, 2), (3, 7), (9, 17), (100, 3), (33, 65)])
+def test_interlaced_and_low_bit_depth_pngs_decode(depth, color, width, height):
+    channels = {0: 1, 2: 3, 3: 1, 6: 4}[color]
+    raw = 0
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                           (0, 1, 1, 2)):  # Adam7: each pass's rows, a filter byte each
+        columns, rows = len(range(x0, width, dx)), len(range(y0, height, dy))
+        if columns and rows:
+            raw += rows * (1 + (columns * depth * channels + 7) // 8)
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 1))]
+    if color == 3:
+        chunks.append((b"PLTE", b"\x00\x00\x00" * (1 << depth)))
+    data = png_of(chunks + [(b"IDAT", zlib.compress(bytes(raw))), (b"IEND", b"")])
+    pixels, size = decode_image(data, **LIMITS)
+    assert pixels.shape == (height, width, 3) and size == (width, height)
+
+
+def test_a_png_in_thousands_of_image_data_chunks_decodes():
+    picture = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    chunks = png_chunks(encoded(".png", picture))
+    stream = b"".join(payload for kind, payload in chunks if kind == b"IDAT")
+    split = [(b"IDAT", stream[i:i + 200]) for i in range(0, len(stream), 200)]
+    assert len(split) > 4000
+    data = png_of([chunks[0], *split, (b"IEND", b"")])
+    assert np.array_equal(decode_image(data, **LIMITS)[0], picture)
+
+
+def test_png_text_and_icc_chunks_within_their_budget_decode():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 100_000, zip=True)
+    info.add_itxt("description", "y" * 100_000, zip=True)
+    data = pillow_bytes(Image.fromarray(gradient()), "PNG", pnginfo=info, icc_profile=b"\0" * 5000)
+    assert decode_image(data, **LIMITS)[1] == (64, 48)
+
+
+def test_a_jpeg_of_100_scans_decodes_and_one_of_101_is_refused():
+    assert decode_image(crafted.progressive_jpeg(64, 48, 100), **LIMITS)[1] == (64, 48)
+    with pytest.raises(InputError, match="JPEG has over 100 scans"):
+        decode_image(crafted.progressive_jpeg(64, 48, 101), **LIMITS)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_animations_decode_their_first_frame(fmt):
+    frames = [Image.fromarray(gradient()), *[Image.fromarray(gradient()[::-1, ::-1])] * 5]
+    options = {"comment": b"made by a test", "loop": 0} if fmt == "GIF" else {}
+    data = pillow_bytes(frames[0], fmt, save_all=True, append_images=frames[1:], **options)
+    pixels, size = decode_image(data, **LIMITS)
+    assert size == (64, 48) and pixels[:, -1].mean() > 150 and pixels[:, 0].mean() < 100
+
+
+def test_bigtiff_and_multipage_tiff_decode_their_first_page():
+    for options in ({"big_tiff": True}, {"save_all": True, "append_images": [Image.fromarray(gradient()[::-1])]}):
+        data = pillow_bytes(Image.fromarray(gradient()), "TIFF", **options)
+        pixels, size = decode_image(data, **LIMITS)
+        assert size == (64, 48) and pixels[:, -1].mean() > 200, options
+
+
+def test_base64_in_every_wrapping_decodes():
+    data = encoded(".png", gradient())
+    text = base64.b64encode(data).decode()
+    wrapped = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+    urlsafe = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    for value in (wrapped, " \t" + text + "\n", urlsafe, "  data:image/png;base64," + wrapped, text.rstrip("=")):
+        assert decode_image(value, **LIMITS)[1] == (64, 48)
+    with pytest.raises(InputError, match="not valid base64"):
+        decode_image(text[:40] + "é" + text[40:], **LIMITS)
