@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -282,6 +283,101 @@ def test_the_broker_is_late_then_goes_away_and_comes_back(clip, bridge, tmp_path
         own.stop()
 
 
+@e2e
+def test_a_broker_that_comes_back_gets_the_present_not_a_backlog(camera_clip, bridge, tmp_path):
+    """A live camera streams on while the broker is away for 4 s: what arrives once it is back was
+    read after it came back (JSON `ts`), so nothing read during the outage, or before it, is sent late;
+    and it comes at the --fps rate, not as a burst."""
+    own = harness.Mosquitto(tmp_path / "own_broker").start()
+    try:
+        with http_mjpeg_server(camera_clip[0]) as camera:
+            process = bridge(camera.url, "--fps", "5", "--json-field", "image", topic="backlog",
+                             mqtt=f"{own.host}:{own.port}")
+            before = harness.MqttCollector(own.host, own.port, "backlog")
+            before.wait_for(5, timeout=30)
+            before.close()
+            own.stop()
+            stopped_ms = time.time() * 1000
+            process.wait_for_line("lost")
+            time.sleep(4)
+            back_ms = time.time() * 1000
+            own.start()
+            after = harness.MqttCollector(own.host, own.port, "backlog")
+            try:
+                process.wait_for_line("is back", timeout=30)
+                rows = [json.loads(m.payload) for m in after.wait_for(10, timeout=30)]
+            finally:
+                after.close()
+            assert process.stop() == 0
+    finally:
+        own.stop()
+    stamps = [row["ts"] for row in rows]
+    assert min(stamps) >= back_ms, (f"a frame read {back_ms - min(stamps):.0f} ms before the broker came back "
+                                    f"(it went away {back_ms - stopped_ms:.0f} ms before that)", stamps)
+    assert stamps == sorted(stamps)
+    first_second = sum(1 for ts in stamps if ts < stamps[0] + 1000)
+    assert first_second <= 5 + 2, stamps  # one a slot, not the outage's frames at once
+
+
+class Knocks:
+    """A TCP port that accepts each connection and closes it at once, noting when: a camera that is
+    there and answers nothing, so every reopen of the bridge is one knock (or a few close together)."""
+
+    def __init__(self, port, wait_s=10):
+        deadline = time.monotonic() + wait_s
+        while True:  # the port of a camera that just stopped: taken once its server let it go
+            try:
+                self.server = socket.create_server(("127.0.0.1", port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"port {port} stayed taken"
+                time.sleep(0.1)
+        self.times = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.times.append(time.monotonic())
+            connection.close()
+
+    def attempts(self):
+        """Start times of reopen attempts: knocks less than 0.3 s after the previous are the same attempt's."""
+        starts, last = [], None
+        for t in list(self.times):
+            if last is None or t - last > 0.3:
+                starts.append(t)
+            last = t
+        return starts
+
+
+@e2e
+def test_a_lost_camera_is_reopened_with_backoff_doubling_to_10_s(camera_clip, subscribe, bridge):
+    """README: reopened with backoff (0.5 s, doubling, at most 10 s). The camera comes back as a port
+    that closes every connection: the gaps between reopen attempts double, then stay at the cap."""
+    with http_mjpeg_server(camera_clip[0]) as camera:
+        out = subscribe("backoff")
+        process = bridge(camera.url, "--fps", "5", "--timeout", "2", topic="backoff")
+        out.wait_for(2, timeout=30)
+        camera.stop()
+        knocks = Knocks(camera.port)
+        try:
+            process.wait_for_line("lost")
+            harness.wait_until(lambda: len(knocks.attempts()) >= 8, 90, what="8 reopen attempts")
+        finally:
+            knocks.server.close()
+        assert process.stop() == 0
+    starts = knocks.attempts()[:8]
+    gaps = [round(b - a, 1) for a, b in zip(starts, starts[1:], strict=False)]
+    # The first attempt comes 0.5 s after the loss, then 1, 2, 4, 8, 10, 10 s apart: each gap is a
+    # backoff plus that attempt's own open (at most --timeout 2 s, far less here).
+    expected = [min(0.5 * 2 ** i, 10) for i in range(1, len(gaps) + 1)]
+    assert all(e <= g <= e + 3 for g, e in zip(gaps, expected, strict=True)), (gaps, expected)
+
+
 # ---------------------------------------------------------------- errors and stopping
 
 
@@ -481,6 +577,66 @@ def test_an_http_playlist_cannot_lead_ffmpeg_to_local_files(probes, tmp_path):
     assert not opened.is_set(), "FFmpeg opened the local file the playlist names"
 
 
+class RtspTransports(socketserver.ThreadingTCPServer):
+    """An RTSP server that records the Transport of each SETUP: it refuses RTP over TCP with 461
+    Unsupported Transport, as the tests' VLC does, and accepts UDP (then sends no packet)."""
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        self.transports = []
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while True:
+                    lines = []
+                    while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                        lines.append(line.decode(errors="replace").strip())
+                    if not lines:
+                        return
+                    method, url = lines[0].split()[:2]
+                    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+                    self.answer(method, url, headers)
+
+            def answer(self, method, url, headers):
+                status, extra, body = "200 OK", {}, b""
+                if method == "OPTIONS":
+                    extra["Public"] = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN"
+                elif method == "DESCRIBE":
+                    body = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=cam\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
+                            b"m=video 0 RTP/AVP 26\r\na=control:track1\r\n")
+                    extra.update({"Content-Type": "application/sdp", "Content-Base": url + "/"})
+                elif method == "SETUP":
+                    transport = headers.get("Transport", "")
+                    server.transports.append(transport)
+                    if "/TCP" in transport:
+                        status = "461 Unsupported Transport"
+                    else:
+                        extra.update({"Transport": transport + ";server_port=40000-40001", "Session": "1"})
+                elif method == "PLAY":
+                    extra["Session"] = "1"
+                reply = [f"RTSP/1.0 {status}", f"CSeq: {headers.get('CSeq', '0')}",
+                         *(f"{k}: {v}" for k, v in extra.items()), f"Content-Length: {len(body)}", "", ""]
+                self.wfile.write("\r\n".join(reply).encode() + body)
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_rtsp_asks_for_rtp_over_tcp_first_then_udp(tmp_path):
+    """README: RTSP asks for RTP over TCP first and falls back to UDP (rtsp_flags prefer_tcp, which
+    OpenCV sets only while OPENCV_FFMPEG_CAPTURE_OPTIONS is unset, and the bridge sets that variable)."""
+    server = RtspTransports()
+    try:
+        run_bridge(f"rtsp://127.0.0.1:{server.server_address[1]}/cam", tmp_path)  # no RTP ever comes: exit 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(server.transports) >= 2, server.transports
+    assert server.transports[0].startswith("RTP/AVP/TCP"), server.transports
+    assert "/TCP" not in server.transports[1] and "client_port=" in server.transports[1], server.transports
+
+
 @pytest.mark.parametrize("source, given, expected", [
     ("rtsp://cam/s1", None, "protocol_whitelist;rtsp,rtsps,rtp,srtp,udp,tcp,tls|rtsp_flags;prefer_tcp"),
     ("rtsp://cam/s1", "rtsp_transport;udp", "rtsp_transport;udp|protocol_whitelist;rtsp,rtsps,rtp,srtp,udp,tcp,tls"),
@@ -500,11 +656,17 @@ def test_capture_options_per_source(source, given, expected, tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_it_cleanly(signum, clip, broker, subscribe, bridge):
     out = subscribe("stopping")
-    process = bridge(clip[0], "--fps", "5", "--loop", topic="stopping")
-    out.wait_for(2, timeout=30)
+    process = bridge(clip[0], "--fps", "30", "--loop", topic="stopping")
+    out.wait_for(10, timeout=30)
     assert process.stop(signum) == 0
-    assert "stopped: sent" in process.lines()[-1]
+    summary = process.lines()[-1]
+    assert "stopped: sent" in summary
     assert "Traceback" not in process.log()
+    # It waited for the last frame to reach the broker: the subscriber gets every frame it counted.
+    sent = int(summary.split("stopped: sent ")[1].split()[0])
+    out.wait_for(sent, timeout=10)
+    time.sleep(1)
+    assert len(out.payloads()) == sent, (len(out.payloads()), summary)
     client_id = process.wait_for_line("connected to").split(" as ")[1].split(",")[0]
     # mosquitto logs "Client <id> disconnected." for an MQTT DISCONNECT, "closed its connection." otherwise.
     assert f"Client {client_id} disconnected." in broker.log_path.read_text(), broker.log_path.read_text()[-2000:]
