@@ -8,6 +8,7 @@ Every server listens on 127.0.0.1 on a free port and is stopped by its owner.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -70,6 +72,34 @@ def tail(path: Path, lines: int = 200) -> str:
         return f"<cannot read {path}: {e}>"
 
 
+PR_SET_PDEATHSIG = 1
+ADDRESS_IN_USE = "address already in use"  # kuiperd (Go) and mosquitto ("Address already in use") say so
+START_ATTEMPTS = 3  # a port another process took between free_port() and the server's bind: pick again
+
+
+def die_with_test_run(signum: int = signal.SIGKILL):
+    """A Popen preexec_fn: the child gets `signum` when the test run (this process) dies, however
+    it dies (a timeout, Ctrl-C, SIGKILL of pytest), so no server outlives it.
+
+    The signal is tied to the thread that forks: start servers from a thread that lives as long
+    as they do (pytest's main thread). It survives exec (no set-user-ID binary here)."""
+    test_run = os.getpid()
+
+    def arm() -> None:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != test_run:  # the test run went before the signal was armed
+            os.kill(os.getpid(), signum)
+    return arm
+
+
+def start_group_reaper(pgid: int) -> subprocess.Popen:
+    """group_reaper.py for the process group `pgid`: it kills the group when this test run dies."""
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "group_reaper.py"),
+                             str(pgid), str(os.getpid())], stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=die_with_test_run(signal.SIGTERM))
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
     """SIGTERM the process, then SIGKILL its whole process group.
 
@@ -112,22 +142,40 @@ class Mosquitto:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
         self.host = HOST
-        self.port = free_port()
+        self._port = free_port()
+        self._port_told = False  # once someone has the port, a start retries on it, not on another
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def port(self) -> int:
+        self._port_told = True
+        return self._port
 
     @property
     def url(self) -> str:
         return f"tcp://{self.host}:{self.port}"
 
     def start(self) -> Mosquitto:
+        """Start on the chosen port; mosquitto cannot report a port it chose, so when another process
+        took ours since free_port(), pick another and start again (unless the port was given out)."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return self._start_once()
+            except HarnessError as e:
+                if ADDRESS_IN_USE not in str(e).lower() or self._port_told or attempt == START_ATTEMPTS - 1:
+                    raise
+                self._port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> Mosquitto:
         binary = ensure_mosquitto()
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         # log_type subscribe lets wait_subscribed() see when kuiperd's MQTT
         # source has really subscribed, so no test message is published too early.
         conf.write_text(
-            f"listener {self.port} {self.host}\n"
+            f"listener {self._port} {self.host}\n"
             "allow_anonymous true\n"
             "persistence false\n"
             # A log file, not stdout: mosquitto flushes its file per line but
@@ -141,16 +189,30 @@ class Mosquitto:
         )
         # Config errors go to stderr before the log file is open.
         stderr_path = self.workdir / "mosquitto.stderr"
+        self._log_mark = self.log_path.stat().st_size if self.log_path.exists() else 0  # a restart appends
         with open(stderr_path, "ab") as err:
             self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=err, stderr=err,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=die_with_test_run())
         try:
-            wait_tcp(self.host, self.port, 10, self.proc, "mosquitto")
-        except HarnessError as e:
+            # "running" comes after every listener is open: a connect alone could reach another
+            # process that took the port, while this mosquitto is exiting with "Address already in use".
+            wait_until(self._running, 10, what="mosquitto's log line 'running'")
+            wait_tcp(self.host, self._port, 10, self.proc, "mosquitto")
+        except (HarnessError, TimeoutError) as e:
             self.stop()
             raise HarnessError(f"{e}\n--- mosquitto stderr ---\n{tail(stderr_path)}"
                                f"\n--- mosquitto log ---\n{tail(self.log_path)}") from None
         return self
+
+    def _running(self) -> bool:
+        if self.proc.poll() is not None:
+            raise HarnessError(f"mosquitto exited with code {self.proc.returncode}")
+        if not self.log_path.exists():
+            return False
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_mark)
+            return b" running" in f.read()
 
     def wait_subscribed(self, topic: str, timeout: float = 15, clients: int = 1) -> None:
         """Wait until `clients` distinct clients have subscribed to exactly `topic`.
@@ -253,12 +315,19 @@ class Kuiperd:
         self.version = version
         self.mqtt_url = mqtt_url
         self.extra_env = extra_env or {}
+        self.log_path = self.home / "kuiperd.out"  # console log: kuiperd + plugin stdout/stderr
+        self.proc: subprocess.Popen | None = None
+        self._reaper: subprocess.Popen | None = None
+        self._lock = None
+        self._log_mark = 0
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
+        # kuiperd cannot listen on port 0 and report the port it got: free ones are picked, and
+        # start() picks again if another process took one in between.
         self.rest_port = free_port()
         self.cli_port = free_port()
         self.http_push_port = free_port()
-        self.log_path = self.home / "kuiperd.out"  # console log: kuiperd + plugin stdout/stderr
-        self.proc: subprocess.Popen | None = None
-        self._lock = None
         self.client = KuiperClient(f"http://{HOST}:{self.rest_port}")
 
     def env(self) -> dict[str, str]:
@@ -301,6 +370,19 @@ class Kuiperd:
             (self.home / d).mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 60) -> Kuiperd:
+        """Start kuiperd and wait for its REST API. It dies with the test run (die_with_test_run), and
+        so do the plugin processes it starts (group_reaper.py). When a port was taken since it was
+        picked, it starts again on new ports (a restart too: rules and plugins are kept on disk)."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return self._start_once(timeout)
+            except HarnessError as e:
+                if ADDRESS_IN_USE not in str(e).lower() or attempt == START_ATTEMPTS - 1:
+                    raise
+                self._pick_ports()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Kuiperd:
         if not self.private_tmp:
             self._lock = open(KUIPERD_LOCK, "w")
             try:
@@ -314,9 +396,11 @@ class Kuiperd:
         self._prepare_home(binary)
         command = private_tmp_command([str(binary)]) if self.private_tmp else [str(binary)]
         with open(self.log_path, "ab") as log:
+            self._log_mark = log.tell()
             self.proc = subprocess.Popen(command, cwd=self.home, env=self.env(), stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=die_with_test_run())
+        self._reaper = start_group_reaper(self.proc.pid)
         try:
             wait_until(self._ping, timeout, interval=0.2, what="kuiperd GET /ping")
         except (TimeoutError, HarnessError) as e:
@@ -324,9 +408,28 @@ class Kuiperd:
             raise HarnessError(f"kuiperd did not start: {e}\n--- kuiperd log ---\n{self.log_tail()}") from None
         return self
 
+    def log_since_start(self) -> str:
+        """kuiperd's console log since this kuiperd process started."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_mark)
+            return f.read().decode(errors="replace")
+
+    def wait_models_loaded(self, functions: tuple[str, ...] = ("labelImage", "inference"),
+                           timeout: float = 180) -> None:
+        """Wait until the plugin's worker has logged "<function>: model loaded" for each function since
+        this kuiperd started (label_func.py): a frame sent earlier may get "model is still loading"."""
+        def loaded():
+            log = self.log_since_start()
+            if "model could not be loaded" in log:
+                raise HarnessError(f"a model failed to load:\n{self.log_tail(40)}")
+            return all(f"{name}: model loaded" in log for name in functions)
+        wait_until(loaded, timeout, interval=0.5, what=f"the plugin's {', '.join(functions)} models loaded")
+
     def _ping(self) -> bool:
         if self.proc.poll() is not None:
             raise HarnessError(f"kuiperd exited with code {self.proc.returncode}")
+        if ADDRESS_IN_USE in self.log_since_start().lower():  # a ping now could reach the port's owner
+            raise HarnessError(f"kuiperd: a port is taken: {ADDRESS_IN_USE}")
         return self.client.ping()
 
     def log_tail(self, lines: int = 200) -> str:
@@ -384,6 +487,9 @@ class Kuiperd:
             # SIGTERM lets kuiperd stop rules and kill plugin processes itself.
             stop_process(self.proc, timeout=20)
             self.proc = None
+        if self._reaper is not None:
+            stop_process(self._reaper, timeout=5)  # kuiperd's group is gone: nothing left to kill
+            self._reaper = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
