@@ -378,6 +378,24 @@ def test_a_lost_camera_is_reopened_with_backoff_doubling_to_10_s(camera_clip, su
     assert all(e <= g <= e + 3 for g, e in zip(gaps, expected, strict=True)), (gaps, expected)
 
 
+@e2e
+def test_a_broker_that_drops_every_connection_is_retried_with_backoff_doubling_to_10_s(clip, tmp_path):
+    """README: the broker is reconnected with backoff (1 s, doubling, at most 10 s), paho's own."""
+    knocks = Knocks(0)
+    process = BridgeProcess(str(clip[0]), f"127.0.0.1:{knocks.server.getsockname()[1]}", "t", "--fps", "5", "--loop",
+                            log_path=tmp_path / "bridge.log").start()
+    try:
+        harness.wait_until(lambda: len(knocks.attempts()) >= 7, 90, what="7 connection attempts")
+    finally:
+        knocks.server.close()
+        process.__exit__()
+    starts = knocks.attempts()[:7]
+    gaps = [round(b - a, 1) for a, b in zip(starts, starts[1:], strict=False)]
+    expected = [min(2 ** i, 10) for i in range(len(gaps))]
+    print("broker reconnect gaps", gaps)
+    assert all(e <= g <= e + 3 for g, e in zip(gaps, expected, strict=True)), (gaps, expected)
+
+
 # ---------------------------------------------------------------- errors and stopping
 
 
