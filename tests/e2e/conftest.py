@@ -9,11 +9,13 @@ fixture deletes the rules and streams a test created, so tests stay isolated.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 
 import pytest
 
 import harness
+from scenarios import HOLD_HOOK_DIR
 
 
 def pytest_configure(config):
@@ -29,9 +31,19 @@ def mosquitto(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def kuiperd(request, tmp_path_factory, mosquitto):
-    """A running kuiperd; .client is the REST client, .mqtt_action(topic) an MQTT sink action."""
-    k = harness.Kuiperd(tmp_path_factory.mktemp("kuiper"), mosquitto.url).start()
+def hold_dir(tmp_path_factory):
+    """Where the plugin's workers report a held frame (tests/e2e/hold_hook, scenarios.held_jpeg)."""
+    return tmp_path_factory.mktemp("held")
+
+
+@pytest.fixture(scope="session")
+def kuiperd(request, tmp_path_factory, mosquitto, hold_dir):
+    """A running kuiperd; .client is the REST client, .mqtt_action(topic) an MQTT sink action.
+    Its plugin processes import tests/e2e/hold_hook, which holds only frames marked for it."""
+    k = harness.Kuiperd(tmp_path_factory.mktemp("kuiper"), mosquitto.url,
+                        extra_env={"PYTHONPATH": os.pathsep.join(filter(None, [str(HOLD_HOOK_DIR),
+                                                                               os.environ.get("PYTHONPATH")])),
+                                   "DEFECT_TEST_HOLD_DIR": str(hold_dir)}).start()
     request.config._defect_kuiperd = k  # for the failure report hook below
     yield k
     k.stop()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -87,3 +89,15 @@ def publish_until(send, done, timeout: float = 60, interval: float = 1.0, status
             time.sleep(0.05)
         if time.monotonic() - started > timeout:
             raise TimeoutError(f"no result within {timeout}s: {status()}")
+
+
+# tests/e2e/hold_hook: a worker holds a frame carrying this mark until it is killed (conftest.py).
+HOLD_HOOK_DIR = Path(__file__).resolve().parent / "hold_hook"
+
+
+def held_jpeg(jpeg: bytes, token: str) -> bytes:
+    """The same JPEG with a comment segment (COM, ignored by decoders) that tells hold_hook's worker
+    to hold the call: the first worker to get it holds it until it is killed, the next one answers."""
+    assert jpeg[:2] == b"\xff\xd8", "not a JPEG"
+    text = f"DEFECT-TEST-HOLD:{token};".encode()
+    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + jpeg[2:]

@@ -6,14 +6,19 @@ without anyone touching kuiperd. After a kuiperd restart both functions' rules m
 themselves: kuiperd's start-up race may leave them stopped, and then the plugin restarts them
 (rule_revival.py; test_rules_stopped_for_the_plugins_functions_are_restarted_by_the_plugin forces that case).
 """
+import base64
+import contextlib
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import harness
-from scenarios import CAT_LABEL, image_bytes, json_or_none, publish_until, surface_b64
+from scenarios import CAT_LABEL, GRACE_SECONDS, held_jpeg, image_bytes, json_or_none, publish_until, surface_b64
 from test_operations import start_rule
 
 
@@ -54,38 +59,57 @@ def two_rules(kuiperd, kuiper, mosquitto, mqtt_pub, mqtt_sub, unique, cat_name, 
     return rule, defect_rule, send, both_answer_since, marks
 
 
-def test_a_killed_worker_comes_back_without_touching_kuiperd_or_the_rules(
-        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique):
-    """kuiperd v2.4.2 never restarts a plugin process; the plugin's supervisor restarts its worker."""
+def test_a_call_in_flight_when_the_worker_dies_is_answered_by_the_next_worker(
+        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, hold_dir):
+    """kuiperd v2.4.2 never restarts a plugin process; the plugin's supervisor restarts its worker,
+    and a call that was in the dying worker is answered by the next one (README "A plugin that
+    heals itself"). Each function gets a frame the worker holds (tests/e2e/hold_hook): the test
+    sees both calls in that worker, kills it, and each rule must answer its frame, once, from the
+    new worker, with no error row; no rule, no kuiperd and no supervisor restarted."""
     src, out, rule = label_rule(kuiperd, kuiper, mosquitto, mqtt_sub, unique)
     json_src, json_stream, defect_rule, defects = unique("json"), unique("js"), unique("rd"), mqtt_sub(unique("d"))
     kuiper.create_stream(f'CREATE STREAM {json_stream} () WITH (DATASOURCE="{json_src}", FORMAT="JSON")')
     start_rule(kuiperd, kuiper, mosquitto, defect_rule,
                f"SELECT seq, inference(image)->defect AS defect FROM {json_stream}", defects.topic, json_src,
                {"sendError": True})
-    cat, surface, seq = image_bytes("cat.bmp"), surface_b64(2, seed=77), iter(range(10**6))
+    cat, seq = image_bytes("cat_720p.jpg"), iter(range(10**6))
+    surface = base64.b64decode(surface_b64(2, seed=77))
 
-    def send():
-        mqtt_pub.publish(src, cat)
-        mqtt_pub.publish(json_src, json.dumps({"seq": next(seq), "image": surface}).encode())
+    def send(cat_frame=cat, surface_frame=surface):
+        mqtt_pub.publish(src, cat_frame)
+        number = next(seq)
+        frame = {"seq": number, "image": base64.b64encode(surface_frame).decode()}
+        mqtt_pub.publish(json_src, json.dumps(frame).encode())
+        return number
 
-    def both_since(marks):
-        return lambda: labelled_since(out, marks[0]) and any(
-            (json_or_none(p) or {}).get("defect") == 2 for p in defects.payloads()[marks[1]:])
-
-    publish_until(send, both_since((0, 0)), timeout=60)
+    # Both models loaded and both rules flowing: a held call then waits on nothing but the hold.
+    publish_until(send, lambda: labelled_since(out, 0) and any(
+        (json_or_none(p) or {}).get("defect") == 2 for p in defects.payloads()), timeout=120)
+    harness.wait_until(lambda: len(out.payloads()) == len(defects.payloads()), 30, what="every warm-up frame answered")
     started_at = {r: kuiper.rule_status(r)["lastStartTimestamp"] for r in (rule, defect_rule)}
     kuiperd_pid = kuiperd.proc.pid
     [worker] = kuiperd.plugin_worker_pids("defect")
     supervisor = set(kuiperd.plugin_pids("defect")) - {worker}
     assert len(supervisor) == 1, supervisor
     for sig in (signal.SIGSEGV, signal.SIGKILL):
+        marks = len(out.payloads()), len(defects.payloads())  # before the held frames and the kill
+        token = f"{sig.name}-{uuid.uuid4().hex[:8]}"
+        held = send(held_jpeg(cat, f"{token}-label"), held_jpeg(surface, f"{token}-defect"))
+        holders = [harness.wait_until(lambda f=f: read_pid(hold_dir / f"{token}-{f}.held"), 60,
+                                      what=f"the {f} call held in the worker") for f in ("label", "defect")]
+        assert holders == [worker, worker], f"held by {holders}, the worker is {worker}"
         os.kill(worker, sig)
-        marks = len(out.payloads()), len(defects.payloads())
-        took = publish_until(send, both_since(marks), timeout=60)
-        [new_worker] = harness.wait_until(lambda: kuiperd.plugin_worker_pids("defect"), 15, what="a new worker")
-        assert new_worker != worker
-        print(f"worker {sig.name}: both rules served again within {took:.1f} s")
+        answered = [harness.wait_until(lambda f=f: read_pid(hold_dir / f"{token}-{f}.answered"), 60,
+                                       what=f"the held {f} call answered again") for f in ("label", "defect")]
+        harness.wait_until(lambda: len(out.payloads()) > marks[0] and len(defects.payloads()) > marks[1], 30,
+                           what="both held frames' rows")
+        [new_worker] = kuiperd.plugin_worker_pids("defect")
+        assert new_worker != worker and answered == [new_worker, new_worker], (worker, new_worker, answered)
+        time.sleep(GRACE_SECONDS)  # a second answer or an error row would arrive now
+        assert [json_or_none(p) for p in out.payloads()[marks[0]:]] == [{"label": CAT_LABEL}], out.payloads()[marks[0]:]
+        assert [json_or_none(p) for p in defects.payloads()[marks[1]:]] == [{"seq": held, "defect": 2}], \
+            defects.payloads()[marks[1]:]
+        print(f"worker {sig.name}: both held calls answered by the new worker {new_worker}")
         worker = new_worker
     assert kuiperd.proc.pid == kuiperd_pid
     assert supervisor <= set(kuiperd.plugin_pids("defect"))  # kuiperd's plugin process never changed
@@ -93,6 +117,14 @@ def test_a_killed_worker_comes_back_without_touching_kuiperd_or_the_rules(
     for r in (rule, defect_rule):  # no rule restarted
         status = kuiper.rule_status(r)
         assert status["status"] == "running" and status["lastStartTimestamp"] == started_at[r], status
+
+
+def read_pid(path):
+    """The pid hold_hook wrote to `path`, or None while it is not there."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def test_rules_resume_after_kuiperd_restart(kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique):
@@ -189,3 +221,72 @@ def test_rules_stopped_for_the_plugins_functions_are_restarted_by_the_plugin(
                f"(function {function} not found)"
         harness.wait_until(lambda: line in log_since_install(), 10, what=f"the plugin's log line {line!r}")
     publish_until(send, lambda: both_answer_since(0, 0), timeout=60)
+
+
+KILLED_RUN = '''
+import json
+import os
+import time
+
+import harness
+
+
+def test_start_servers_then_wait_to_be_killed(tmp_path):
+    broker = harness.Mosquitto(tmp_path / "mosquitto").start()
+    node = harness.Kuiperd(tmp_path / "kuiper", broker.url, private_tmp=True).start()
+    node.client.install_portable_plugin("defect", (harness.REPO_ROOT / "build" / "defect.zip").resolve().as_uri())
+    [worker] = harness.wait_until(lambda: node.plugin_worker_pids("defect"), 120, what="a plugin worker")
+    pids = {"mosquitto": broker.proc.pid, "kuiperd": node.proc.pid, "group_reaper": node._reaper.pid,
+            "plugin supervisor": sorted(set(node.plugin_pids("defect")) - {worker}), "plugin worker": worker}
+    with open(os.environ["DEFECT_KILLED_RUN_PIDS"] + ".tmp", "w") as f:
+        json.dump(pids, f)
+    os.replace(os.environ["DEFECT_KILLED_RUN_PIDS"] + ".tmp", os.environ["DEFECT_KILLED_RUN_PIDS"])
+    time.sleep(600)  # the outer test kills this run with SIGKILL meanwhile
+'''
+
+
+def test_a_test_run_killed_with_sigkill_leaves_no_server_behind(tmp_path):
+    """A pytest run that starts mosquitto, kuiperd and the plugin through the harness is killed with
+    SIGKILL (what a timeout or an OOM kill ends with): nothing it started may remain, or every later run
+    fails with "address in use" on the plugin's fixed ipc paths. mosquitto and kuiperd get a parent-death
+    SIGKILL (harness.die_with_test_run); group_reaper.py ends kuiperd's process group, the plugin with it."""
+    (tmp_path / "test_killed_run.py").write_text(KILLED_RUN)
+    pids_file = tmp_path / "pids.json"
+    tests = harness.REPO_ROOT / "tests"
+    env = {**os.environ, "DEFECT_KILLED_RUN_PIDS": str(pids_file),
+           "PYTHONPATH": os.pathsep.join([str(tests / "e2e"), str(tests), str(harness.REPO_ROOT)])}
+    with open(tmp_path / "run.log", "wb") as log:
+        run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                                "test_killed_run.py"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    pids = {}
+    try:
+        pids = harness.wait_until(lambda: pids_file.exists() and json.loads(pids_file.read_text()), 180,
+                                  what=f"the killed run's servers up (its log: {tmp_path / 'run.log'})")
+        assert len(pids["plugin supervisor"]) == 1 and all(alive(pid) for pid in flat(pids)), pids
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        try:
+            harness.wait_until(lambda: not any(alive(pid) for pid in flat(pids)), 10,
+                               what="every process the killed run started gone")
+        except TimeoutError:
+            raise AssertionError(f"left behind: {[(n, pid) for n, pid in named(pids) if alive(pid)]}") from None
+    finally:
+        for pid in flat(pids):  # a failing test leaves nothing behind either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+
+
+def named(pids):
+    return [(name, pid) for name, value in pids.items() for pid in (value if isinstance(value, list) else [value])]
+
+
+def flat(pids):
+    return [pid for _, pid in named(pids)]
+
+
+def alive(pid):
+    return os.path.exists(f"/proc/{pid}") and not is_zombie(pid)
