@@ -20,8 +20,9 @@ CAT_LABEL = "286:Egyptian cat"
 GRACE_SECONDS = 2.0
 
 
-def image_bytes(name: str) -> bytes:
-    with open(fixture_path("images", name), "rb") as f:
+def image_bytes(*parts: str) -> bytes:
+    """A fixture image's bytes: image_bytes("cat.bmp"), image_bytes("surfaces", "good", "good_00.png")."""
+    with open(fixture_path("images", *parts), "rb") as f:
         return f.read()
 
 

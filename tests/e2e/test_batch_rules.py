@@ -9,14 +9,22 @@ import json
 import pytest
 
 import harness
-from scenarios import CAT_LABEL, image_bytes, settle, surface_b64
+from answers import CONFIDENCE_TOLERANCE, KNOWN_TOP1, drawn_defects, known_label_differences
+from scenarios import CAT_LABEL, image_bytes, json_or_none, settle, surface_b64
 from test_operations import start_rule
 
 CATS = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg")
+# shared/fixtures/README.md: MobileNet v2's top-1 on cat_720p.jpg is 286 "Egyptian cat", about 0.87.
+CAT_720P_CONFIDENCE = 0.87
 
 
-def b64_of(name):
-    return base64.b64encode(image_bytes(name)).decode()
+# Held-out surfaces (shared/fixtures/images/surfaces): drawn defects in the name; good ones have none.
+KNOWN_SURFACES = {**{name: drawn_defects(name) for name in ("bad_00_1.png", "bad_01_2.png", "bad_02_3.png",
+                                                            "bad_08_3.png")}, "good_00.png": 0}
+
+
+def b64_of(*parts):
+    return base64.b64encode(image_bytes(*parts)).decode()
 
 
 def json_stream(kuiper, unique):
@@ -93,7 +101,9 @@ def test_time_window_with_a_literal_option(kuiperd, kuiper, defect_plugin, mosqu
     assert sorted(s for w in windows for s in w["seqs"]) == list(range(5))
     for w in windows:
         assert len(w["labels"]) == len(w["seqs"])
-        assert all(e == [{"confidence": e[0]["confidence"], "label": CAT_LABEL}] for e in w["labels"]), w
+        for element in w["labels"]:  # k = 1: the top-1 only, with the fixtures' known confidence
+            assert [e["label"] for e in element] == [CAT_LABEL], w
+            assert element[0]["confidence"] == pytest.approx(CAT_720P_CONFIDENCE, abs=CONFIDENCE_TOLERANCE), w
 
 
 @pytest.mark.parametrize("call, message", [
@@ -108,3 +118,57 @@ def test_bad_literal_options_are_refused_at_creation(kuiperd, kuiper, defect_plu
         kuiper.create_rule(unique("r"), f"SELECT {call} AS x FROM {stream} GROUP BY CountWindow(2)",
                            [kuiperd.mqtt_action(unique("o"))])
     assert refused.value.status == 400 and message in refused.value.body, refused.value.body
+
+
+def test_known_answers_at_k_2_and_threshold_0_9_per_frame_and_per_window(
+        kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique):
+    """Every function in a real rule, at a non-default k (2) and threshold (0.9), against answers that
+    are not this code's output: the cats' top-1 in shared/fixtures/README.md and each held-out
+    surface's drawn defects in its file name (answers.py); good surfaces have none."""
+    # Photos and surfaces on streams of their own: a CountWindow counts the rows before WHERE.
+    (photo_src, photo_stream), (surface_src, surface_stream) = json_stream(kuiper, unique), json_stream(kuiper, unique)
+    outs = {name: mqtt_sub(unique(name)) for name in ("labels", "defects", "label_window", "defect_window")}
+    sqls = {
+        "labels": f"SELECT name, labelImage(image, 2) AS labels FROM {photo_stream}",
+        "defects": f"SELECT name, inference(image, 0.9) AS result FROM {surface_stream}",
+        "label_window": f"SELECT collect(name) AS names, labelImageBatch(image, 2) AS labels FROM {photo_stream} "
+                        f"GROUP BY CountWindow({len(KNOWN_TOP1)})",
+        "defect_window": f"SELECT collect(name) AS names, inferenceBatch(image, 0.9) AS results FROM {surface_stream} "
+                         f"GROUP BY CountWindow({len(KNOWN_SURFACES)})",
+    }
+    for name, sql in sqls.items():
+        kuiper.create_rule(unique(name), sql, [kuiperd.mqtt_action(outs[name].topic, sendSingle=True)],
+                           {"sendError": True})
+    for rule in kuiper.request("GET", "/rules"):
+        kuiper.wait_rule_running(rule["id"])
+    mosquitto.wait_subscribed(photo_src, clients=2)
+    mosquitto.wait_subscribed(surface_src, clients=2)
+    photos = sorted(KNOWN_TOP1)
+    for name in photos:
+        mqtt_pub.publish(photo_src, json.dumps({"name": name, "image": b64_of(name)}).encode())
+    for name in KNOWN_SURFACES:
+        folder = ("surfaces", name.split("_")[0])
+        mqtt_pub.publish(surface_src, json.dumps({"name": name, "image": b64_of(*folder, name)}).encode())
+    per_frame = {"labels": settle_after(outs["labels"], len(photos)),
+                 "defects": settle_after(outs["defects"], len(KNOWN_SURFACES))}
+    [label_window] = settle_after(outs["label_window"], 1)
+    [defect_window] = settle_after(outs["defect_window"], 1)
+    assert [r["name"] for r in per_frame["labels"]] == photos == label_window["names"]
+    assert [r["name"] for r in per_frame["defects"]] == list(KNOWN_SURFACES) == defect_window["names"]
+    labels = [r["labels"] for r in per_frame["labels"]] + label_window["labels"]
+    problems = [p for name, got in zip(photos * 2, labels, strict=True) for p in known_label_differences(name, got)]
+    problems += [f"{name}: {got} is not 2 labels" for name, got in zip(photos * 2, labels, strict=True)
+                 if len(got) != 2]
+    results = [r["result"] for r in per_frame["defects"]] + defect_window["results"]
+    problems += [f"{name}: {got.get('defect')} defects ({len(got.get('defects', []))} boxes), drawn {drawn}"
+                 for (name, drawn), got in zip(list(KNOWN_SURFACES.items()) * 2, results, strict=True)
+                 if got.get("defect") != drawn or len(got.get("defects", [])) != drawn]
+    assert not problems
+
+
+def settle_after(collector, expected):
+    """Wait for `expected` rows, then the grace period; every row a result (no sendError text)."""
+    collector.wait_for(expected, timeout=120)
+    rows = [json_or_none(p) for p in settle(collector, expected)]
+    assert None not in rows, collector.payloads()
+    return rows
