@@ -49,7 +49,9 @@ def test_install_with_a_bare_python(kuiperd, mosquitto, mqtt_pub, mqtt_sub, tmp_
         assert (plugin_dir / ".venv" / "bin" / "python").exists()
         harness.wait_until(lambda: client.portable_plugin_status("defect")["status"] == "running", 60,
                            what="plugin running")
-        for pid in own.plugin_pids("defect"):  # the supervisor and its worker
+        pids = harness.wait_until(lambda: len(own.plugin_pids("defect")) == 2 and own.plugin_pids("defect"), 30,
+                                  what="the plugin's supervisor and its worker")
+        for pid in pids:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 assert b"/.venv/bin/python" in f.read()  # main.py switched into the plugin's venv
 
@@ -119,8 +121,9 @@ def test_python_bin_from_kuiper_yaml_then_the_tutorials(kuiperd, tmp_path):
         assert f"defect install: python: {python} (portable.pythonBin in" in own.log_path.read_text()
         harness.wait_until(lambda: own.client.portable_plugin_status("defect")["status"] == "running", 60,
                            what="plugin running")
-        assert own.plugin_pids("defect"), "no plugin process"
-        for pid in own.plugin_pids("defect"):
+        pids = harness.wait_until(lambda: len(own.plugin_pids("defect")) == 2 and own.plugin_pids("defect"), 30,
+                                  what="the plugin's supervisor and its worker")
+        for pid in pids:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 # kuiperd started it with kuiper.yaml's python; main.py switched to the venv
                 assert b"/.venv/bin/python" in f.read()
