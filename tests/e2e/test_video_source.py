@@ -102,32 +102,47 @@ def test_live_http_camera_frames_follow_the_clip(kuiperd, kuiper, defect_plugin,
         collector.wait_for(45, timeout=60)
     results = collector.json()[:45]
     names = [scene_name(r) for r in results]
+    # The clip's scenes in its order, each frame answered. Where the cuts land (about frames 15 and
+    # 30) depends on how the busy box paces ffmpeg, so it is not asserted: bench/camera.py measures
+    # the rate this source delivers at interval 200 ms.
     assert [name for name, _ in scene_runs(names)] == ["cat", "parrot", "surface"], scene_runs(names)
-    # A live reader may drop or repeat a frame at the cut: the change lands within 2 frames of it.
-    assert abs(names.index("parrot") - 15) <= 2 and abs(names.index("surface") - 30) <= 2, scene_runs(names)
     assert all(r["defect"] == scenes[2].expect for r in results if scene_name(r) == "surface"), results
 
 
 def test_interval_sets_the_frame_rate_of_a_live_camera(kuiperd, kuiper, defect_plugin, mqtt_sub, unique,
                                                        camera_clip):
-    """Streams on the same 10 fps HTTP camera, counted over one window of about 10 s: interval 200 ms
-    and 1000 ms give about 5 and 1 frames a second (if interval were ignored both would give 10).
-    Without wall-clock stamps, 200 ms gives about 2 a second: ffmpeg's fps filter then counts the 25 fps
-    it assumes for a stream without timestamps (pinned, so an ffmpeg or eKuiper change shows up)."""
+    """Streams on the same 10 fps HTTP camera: interval 200 ms and 1000 ms give about 5 and 1 frames
+    a second (if interval were ignored both would give 10). Without wall-clock stamps, 200 ms gives
+    about 2 a second: ffmpeg's fps filter then counts the 25 fps it assumes for a stream without
+    timestamps (pinned, so an ffmpeg or eKuiper change shows up).
+
+    Counted in the source's time (event_time(): when the source took each JPEG from its ffmpeg),
+    over the same 10 s of it for every stream, not by when results arrive: on a busy box the
+    models answer late, and the rate a result arrives at is the plugin's, measured by bench/camera.py."""
     clip, _ = camera_clip
+    window_ms = 10_000
     with http_mjpeg_server(clip) as camera:
-        fast, slow, unstamped = (
-            start_rule(kuiperd, kuiper, unique, video_stream(kuiper, unique, camera.url, ms, **conf), mqtt_sub)[1]
-            for ms, conf in ((200, WALL_CLOCK), (1000, WALL_CLOCK), (200, {})))
-        for collector in (fast, slow, unstamped):
+        collectors = []
+        for ms, conf in ((200, WALL_CLOCK), (1000, WALL_CLOCK), (200, {})):
+            topic = unique("stamps")
+            collectors.append(mqtt_sub(topic))
+            rule = unique("video")
+            kuiper.create_rule(rule, f"SELECT event_time() AS t, labelImage(self)[0]->label AS label FROM "
+                               f"{video_stream(kuiper, unique, camera.url, ms, **conf)}",
+                               [kuiperd.mqtt_action(topic, sendSingle=True)])
+            kuiper.wait_rule_running(rule)
+        fast, slow, unstamped = collectors
+        for collector in collectors:
             collector.wait_for(1, timeout=60)
-        began = time.monotonic()  # every stream is flowing: count from here
-        time.sleep(10)
-        ended = time.monotonic()
+        began = max(c.json()[0]["t"] for c in collectors)  # every stream is flowing from here
+        # Frames, not seconds: wait until every stream has passed the window's end in its own time.
+        harness.wait_until(lambda: all(any(r["t"] >= began + window_ms for r in c.json()) for c in collectors), 120,
+                           what="every stream past the window's end")
 
     def frames_in_window(collector):
-        return sum(1 for m in collector.messages if began <= m.timestamp < ended)
+        return sum(1 for r in collector.json() if began <= r["t"] < began + window_ms)
     counts = n_fast, n_slow, n_unstamped = [frames_in_window(c) for c in (fast, slow, unstamped)]
+    assert all(label_index(r["label"]) is not None for c in collectors for r in c.json()), "a frame with no label"
     assert 6 <= n_slow <= 14, counts
     assert 3.5 <= n_fast / n_slow <= 7, counts
     assert 1.8 <= n_fast / n_unstamped <= 3.5, counts
