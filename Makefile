@@ -120,12 +120,14 @@ PLATFORM_ZIPS := build/defect-offline-linux_aarch64-cp311.zip build/defect-offli
 test-platforms: lint package $(PLATFORM_ZIPS)
 	$(PY) -m pytest tests/platforms
 
+# Under a /tmp of its own: the plugin and kuiperd meet at fixed /tmp/plugin_defect.ipc and
+# /tmp/func_*.ipc paths, so a `make bench` (or another run) beside it would take the tests' plugin traffic.
 test: lint package package-offline package-service $(PLATFORM_ZIPS) kuiperd
-	$(PY) -m pytest tests
+	tests/e2e/with_private_tmp.sh $(PY) -m pytest tests
 
 # Local only: skips what needs kuiperd, Go or mosquitto.
 test-fast: lint package package-offline package-service
-	$(PY) -m pytest tests --fast
+	tests/e2e/with_private_tmp.sh $(PY) -m pytest tests --fast
 
 bench: package kuiperd
 	$(PY) bench/run.py
