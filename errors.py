@@ -2,6 +2,7 @@
 
 The bottom layer: every other module may import it, it imports none of them.
 """
+from collections.abc import Callable
 
 
 class InputError(ValueError):
@@ -20,3 +21,16 @@ def first_line(error: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+ECHO_CHARS = 200  # the most of a caller's value an answer or a log line repeats
+
+
+def shown(value: object, encode: Callable[[object], str] = repr, limit: int = ECHO_CHARS) -> str:
+    """A caller's value as an answer or a log line may repeat it: encoded (repr or json.dumps, so
+    CR/LF come out escaped and cannot start a forged line), and cut to about `limit` characters
+    with its full length said, so a 27 MB value costs 200 bytes and no 27 MB copy."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return f"{encode(value[:limit])}... ({len(value)} characters)"
+    text = encode(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from ekuiper import Function
 
-from errors import InputError, ModelUnavailable, first_line
+from errors import InputError, ModelUnavailable, first_line, shown
 from image_input import decode_image
 from settings import is_number
 from thread_tuning import fastest_threads
@@ -188,7 +188,8 @@ class LabelImage(ModelFunction):
         """k, the number of labels: a whole number from 1 to the model's class count."""
         most = len(model.labels) if model else None
         if not is_number(k) or k != int(k) or k < 1 or (most and k > most):
-            raise InputError(f"k must be a whole number from 1 to {most or 'the class count'}, got {json.dumps(k)}")
+            raise InputError(f"k must be a whole number from 1 to {most or 'the class count'}, "
+                             f"got {shown(k, json.dumps)}")
         return int(k)
 
     def run(self, model: Any, pixels: np.ndarray, size: tuple[int, int], k: int | None) -> list[dict]:
@@ -207,7 +208,7 @@ class Inference(ModelFunction):
     def check_option(self, threshold: Any, model: Any) -> float:
         """threshold, the defect probability: a number from 0 to 1."""
         if not is_number(threshold) or not 0 <= threshold <= 1:
-            raise InputError(f"threshold must be a number from 0 to 1, got {json.dumps(threshold)}")
+            raise InputError(f"threshold must be a number from 0 to 1, got {shown(threshold, json.dumps)}")
         return threshold
 
     def run(self, model: Any, pixels: np.ndarray, size: tuple[int, int], threshold: float | None) -> dict:
