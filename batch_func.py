@@ -41,8 +41,14 @@ class ModelCopies:
         return getattr(self.models[0], name)
 
     @contextlib.contextmanager
-    def borrowed(self) -> Iterator[Any]:
-        model = self.free.get()
+    def borrowed(self, timeout: float | None = None) -> Iterator[Any]:
+        """A free copy for the block. timeout: the most to wait for one (None: as long as it takes);
+        ModelUnavailable when it passes with every copy busy (a unary call's deadline)."""
+        try:
+            model = self.free.get(timeout=None if timeout is None else max(0.0, timeout))
+        except queue.Empty:
+            raise ModelUnavailable(f"all {len(self.models)} model copies stayed busy for the "
+                                   f"{max(0.0, timeout):g} s this call could wait; try again") from None
         try:
             yield model
         finally:

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from command_line import OneLineArgumentParser  # noqa: E402
 from services import defect_pb2_grpc  # noqa: E402
-from services.grpc_messages import API_KEY_METADATA, RPCS, answer_of  # noqa: E402
+from services.grpc_messages import API_KEY_METADATA, API_KEY_VAR, RPCS, answer_of, read_api_key  # noqa: E402
 
 JPEG_QUALITY = 90
 GREEN, RED, WHITE, BLACK = (0, 200, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
@@ -44,12 +44,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--option", type=float, metavar="K_OR_THRESHOLD",
                         help="k for labelImage, threshold for inference (default: the service's config)")
     parser.add_argument("--out", metavar="MP4", help="write the frames with the results drawn on them here")
-    parser.add_argument("--api-key", help="the service's API key, if it has one (x-api-key metadata)")
+    parser.add_argument("--api-key-file", metavar="FILE",
+                        help=f"a file holding the service's API key, if it has one (x-api-key metadata); "
+                             f"or set {API_KEY_VAR}")
     parser.add_argument("--tls-ca", metavar="PEM", help="trust this certificate (the service's, or its CA): use TLS")
+    parser.add_argument("--tls-cert", metavar="PEM", help="this client's certificate, for a service with mutual TLS")
+    parser.add_argument("--tls-key", metavar="PEM", help="its private key")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     args = parser.parse_args(argv)
-    if args.tls_ca and not os.path.isfile(args.tls_ca):
-        parser.error(f"--tls-ca {args.tls_ca}: no such file")
+    for option in ("tls_ca", "tls_cert", "tls_key", "api_key_file"):
+        path = getattr(args, option)
+        if path and not os.path.isfile(path):
+            parser.error(f"--{option.replace('_', '-')} {path}: no such file")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert and not args.tls_ca:
+        parser.error("--tls-cert needs --tls-ca (mutual TLS is TLS first)")
     if args.function == "labelImage" and args.option is not None and args.option != int(args.option):
         parser.error(f"--option is k for labelImage: a whole number, got {args.option:g}")
     return args
@@ -84,11 +94,21 @@ def draw(frame: np.ndarray, function: str, answer: object, error: str) -> np.nda
     return out
 
 
-def channel(address: str, tls_ca: str | None) -> grpc.Channel:
+def read_bytes(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def channel(address: str, tls_ca: str | None, tls_cert: str | None = None, tls_key: str | None = None) -> grpc.Channel:
+    """A channel to address: TLS trusting tls_ca when given, with this client's certificate if given too."""
     if tls_ca:
-        with open(tls_ca, "rb") as f:
-            return grpc.secure_channel(address, grpc.ssl_channel_credentials(f.read()))
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(
+            read_bytes(tls_ca), private_key=read_bytes(tls_key), certificate_chain=read_bytes(tls_cert)))
     return grpc.insecure_channel(address)
+
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
 
     reader = threading.Thread(target=read, name="video-reader", daemon=True)
     reader.start()
-    metadata = [(API_KEY_METADATA, args.api_key)] if args.api_key else None
+    key = read_api_key(args.api_key_file)
+    metadata = [(API_KEY_METADATA, key)] if key else None
     served = failed = 0
     counts: collections.Counter = collections.Counter()
     try:
-        with channel(args.grpc, args.tls_ca) as ch:
+        with channel(args.grpc, args.tls_ca, args.tls_cert, args.tls_key) as ch:
             call = getattr(defect_pb2_grpc.DefectStub(ch), rpc.stream)
             for result in call(requests(), metadata=metadata):
                 index, t, frame = sent.pop(result.id)

@@ -4,6 +4,7 @@ A result message holds exactly what the plugin function returns; `answer_of` tur
 into that JSON (the proto's JSON names are the plugin's keys), so a gRPC caller and a rule
 see the same thing.
 """
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,10 @@ from google.protobuf.message import Message
 from services import defect_pb2
 
 API_KEY_METADATA = "x-api-key"  # the gRPC metadata key that carries the service's API key
+API_KEY_VAR = "DEFECT_API_KEY"  # the variable the service, its client and ekuiper_service.py read the key from
+# The server's defaults for its streams (here, so service.py names them without loading grpc).
+MAX_STREAMS = 32  # Defect streams at once (each holds a thread of the call pool while open)
+IDLE_SECONDS = 60.0  # a stream with no message from its caller for this long is cancelled
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,15 @@ RPCS = {
 # one other byte took 6 s, holding the GIL); image_value strips leading white space first instead.
 BASE64_TEXT = re.compile(rb"(data:[\w.+-]*/[\w.+-]*(;[\w=.+-]*)*,)?[A-Za-z0-9+/=_\-\s]+")
 WHITESPACE = (b" ", b"\t", b"\r", b"\n")
+
+
+def read_api_key(path: str | None) -> str | None:
+    """The API key from the file at path, else from DEFECT_API_KEY (stripped; None if neither has
+    one). Never a command-line argument: `ps` shows those. Raises OSError if the file cannot be read."""
+    if path:
+        with open(path, "rb") as f:
+            return f.read().decode().strip() or None
+    return os.environ.get(API_KEY_VAR, "").strip() or None
 
 
 def image_value(data: bytes) -> bytes | str:

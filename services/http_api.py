@@ -11,6 +11,7 @@ so it works on a box without internet.
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -23,8 +24,9 @@ from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from errors import InputError, ModelUnavailable, first_line
+from errors import InputError, ModelUnavailable, first_line, shown
 from services.model_host import FUNCTIONS, ModelHost
 from services.service_metrics import ServiceMetrics
 
@@ -36,6 +38,14 @@ RAW_TYPES = ("image/", "application/octet-stream")
 WRAPPING_BYTES = 65536
 RETRY_SECONDS = "5"
 BODY_SECONDS = 30.0  # a 20 MB image needs 160 s at 1 Mbit/s: a camera link slower than that should send smaller frames
+# A request's wait for a free model copy: past it, 503 (the copies are overloaded), not a thread held for ever.
+COPY_WAIT_SECONDS = 30.0
+# A JSON body is one flat object; a few more arrays or objects are allowed for callers' ids, no more:
+# this bounds the nesting json.loads recurses into before it starts.
+JSON_CONTAINERS = 16
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # linear: the two classes never overlap
+HEADER_SECONDS = 10.0  # from a connection's (or a keep-alive request's) first byte to its last header line
+HEADER_BYTES = 64 * 1024  # request line and headers; uvicorn's httptools parser has no limit of its own
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,7 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
+        log.exception("unexpected error on %s", shown(request.url.path))  # repr: a CR/LF in it forges no line
         name = request.url.path.removeprefix("/analyze/")
         if name in FUNCTIONS:
             metrics.failed(name, "http", 500)
@@ -137,11 +147,12 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
 
     @app.post("/analyze/{name}", include_in_schema=False, dependencies=guarded)
     def unknown_function(name: str) -> None:
-        raise HTTPException(404, f"unknown function {name!r}: use one of {', '.join(FUNCTIONS)}")
+        raise HTTPException(404, f"unknown function {shown(name)}: use one of {', '.join(FUNCTIONS)}")
 
     @app.get("/healthz", summary="200 when both models are loaded; 503 while they load or if one failed",
              responses={503: {"description": "loading, or a model failed (the reason is in functions)"}})
-    def healthz() -> JSONResponse:
+    async def healthz() -> JSONResponse:
+        # async: answered on the event loop, never queued behind image requests in the thread pool
         functions = host.status()
         states = set(functions.values())
         status = "ready" if states == {"ready"} else "loading" if "loading" in states else "failed"
@@ -149,7 +160,7 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
 
     @app.get("/metrics", summary="Prometheus metrics: calls, errors and latency per function",
              dependencies=guarded, response_class=Response)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
     return app
@@ -168,7 +179,7 @@ def add_function(app: FastAPI, host: ModelHost, name: str, max_bytes: int, metri
     def analyze(call: Annotated[ImageCall, Depends(read_call)]) -> Response:
         started = time.perf_counter()
         try:
-            result = host.call(name, call.image, call.option)
+            result = host.call(name, call.image, call.option, COPY_WAIT_SECONDS)
         except InputError as e:
             raise HTTPException(400, str(e)) from None
         except ModelUnavailable as e:
@@ -222,7 +233,9 @@ async def read_image_call(request: Request, option: Option, max_bytes: int) -> I
     form = ("raw" if content_type.startswith(RAW_TYPES) else "multipart" if content_type == "multipart/form-data"
             else "json" if content_type == "application/json" else None)
     if form is None:
-        raise HTTPException(415, f"Content-Type {content_type or 'missing'}: send an image/* body, "
+        # A header value holds no CR/LF (the parser refuses them): only its length needs a bound.
+        raise HTTPException(415, f"Content-Type {shown(content_type, str) if content_type else 'missing'}: "
+                                 f"send an image/* body, "
                                  f"multipart/form-data with a file field image, or application/json "
                                  f'{{"image": "<base64>"}}')
     # base64 grows 4/3, and senders may wrap lines at 76 columns.
@@ -234,11 +247,11 @@ async def read_image_call(request: Request, option: Option, max_bytes: int) -> I
         return ImageCall(body, values.get(option.name))
     if form == "multipart":
         fields = await multipart_fields(request, body, limit)
-    else:
-        fields = json_fields(body, option)
+    else:  # off the event loop: 27 MB of JSON is a fraction of a second other requests need not wait
+        fields = await asyncio.to_thread(json_fields, body, option)
     unknown = set(fields) - {"image", option.name, "id"}
     if unknown:
-        raise bad_request(f"unknown field {sorted(unknown)[0]!r}: the fields are image and {option.name}")
+        raise bad_request(f"unknown field {shown(sorted(unknown)[0])}: the fields are image and {option.name}")
     if form == "multipart" and "image" not in fields:  # also a body whose boundary never matches: no part
         raise bad_request("multipart body has no field image: send the image as a file field named image")
     image = fields.get("image")
@@ -270,7 +283,7 @@ def query_values(request: Request, option: Option) -> dict:
     values = {}
     for key, text in request.query_params.items():
         if key != option.name:
-            raise bad_request(f"unknown query parameter {key!r}: the option is {option.name}")
+            raise bad_request(f"unknown query parameter {shown(key)}: the option is {option.name}")
         values[key] = option_value(text)
     return values
 
@@ -306,6 +319,13 @@ async def multipart_fields(request: Request, body: bytes, limit: int) -> dict:
 
 
 def json_fields(body: bytes, option: Option) -> dict:
+    """The JSON body's object; HTTPException 400 if it is no JSON, nested deeper than
+    JSON_CONTAINERS arrays and objects allow, or not an object. Linear in the body's size."""
+    bare = JSON_STRING.sub(b'""', body)  # brackets inside strings are text, not nesting
+    containers = bare.count(b"[") + bare.count(b"{")
+    if containers > JSON_CONTAINERS:
+        raise bad_request(f"JSON body has {containers} arrays and objects, over the {JSON_CONTAINERS} allowed: "
+                          f'send one object {{"image": "<base64>", "{option.name}": ...}}')
     try:
         fields = json.loads(body)
     except (ValueError, RecursionError) as e:
@@ -330,3 +350,56 @@ def api_key_check(api_key: str) -> Callable[[str | None], None]:
         if not given or not secrets.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong API key ({API_KEY_HEADER} header)")
     return check
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus what it lacks against a client that trickles its head.
+
+    uvicorn times out only the idle gap between keep-alive requests: a client that connects and
+    sends nothing, or one header byte a second, holds its connection (and a place under
+    --max-connections) for ever, and httptools caps no header size. Here the request line and
+    headers must arrive within HEADER_SECONDS of the request's first byte (of the connection, for
+    the first one) and fit in HEADER_BYTES (counted per read, so at most one read more); else the
+    connection is closed (431 for the size).
+    """
+
+    header_seconds = HEADER_SECONDS
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.header_bytes = 0
+        self.header_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_seconds, self.head_too_slow)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.header_bytes = 0
+        if self.header_timer is None:  # a keep-alive connection's next request
+            self.header_timer = self.loop.call_later(self.header_seconds, self.head_too_slow)
+
+    def on_headers_complete(self) -> None:
+        self.stop_header_timer()
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.header_timer is not None and not self.transport.is_closing():  # still in the head
+            self.header_bytes += len(data)
+            if self.header_bytes > HEADER_BYTES:
+                self.stop_header_timer()
+                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_header_timer()
+        super().connection_lost(exc)
+
+    def stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def head_too_slow(self) -> None:
+        self.header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -5,10 +5,11 @@ per core, so concurrent callers use every core, and each call runs the per-frame
 own checks and code (`ModelFunction.check_option` and `serve_one`), so the answer, and the
 one-line error for bad input, is the plugin's.
 """
+import threading
 from typing import Any
 
 from batch_func import BatchFunction, InferenceBatch, LabelImageBatch
-from errors import InputError
+from errors import InputError, shown
 from settings import Settings
 
 # The names callers use: the plugin's per-frame SQL function names.
@@ -32,6 +33,11 @@ class ModelHost:
             "labelImage": HostedLabelImage(settings),
             "inference": HostedInference(settings),
         }
+        # Copies in use now, and the most ever in use at once, per function: /metrics shows them,
+        # so "two requests at once run on two copies" is something a caller can see.
+        self.busy = dict.fromkeys(self.functions, 0)
+        self.busy_peak = dict.fromkeys(self.functions, 0)
+        self._counting = threading.Lock()
 
     def start_loading(self) -> None:
         for function in self.functions.values():
@@ -49,17 +55,25 @@ class ModelHost:
     def ready(self) -> bool:
         return all(state == "ready" for state in self.status().values())
 
-    def call(self, name: str, image: Any, option: Any = None) -> Any:
+    def call(self, name: str, image: Any, option: Any = None, wait: float | None = None) -> Any:
         """The plugin function `name`'s answer for one image (bytes, base64 text or a data URI).
 
+        wait: the most seconds to wait for a free model copy (a caller's deadline; None: no bound).
         Raises InputError for bad input or an unknown name, ModelUnavailable while the
-        model loads or after it failed to.
+        model loads, after it failed to, or when every copy stayed busy for `wait`.
         """
         function = self.functions.get(name)
         if function is None:
-            raise InputError(f"unknown function {name!r}: use one of {', '.join(FUNCTIONS)}")
+            raise InputError(f"unknown function {shown(name)}: use one of {', '.join(FUNCTIONS)}")
         if option is not None:
             function.check_option(option, None)  # before any wait for the model
         models = function.ready_model()
-        with models.borrowed() as model:
-            return function.serve_one(model, image, option)
+        with models.borrowed(wait) as model:
+            with self._counting:
+                self.busy[name] += 1
+                self.busy_peak[name] = max(self.busy_peak[name], self.busy[name])
+            try:
+                return function.serve_one(model, image, option)
+            finally:
+                with self._counting:
+                    self.busy[name] -= 1

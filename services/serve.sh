@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the model service from an unpacked build/defect-service.zip (or the repo), on any box:
-#   unzip -q defect-service.zip -d defect-service && bash defect-service/services/serve.sh --host 0.0.0.0
+#   unzip -q defect-service.zip -d defect-service && bash defect-service/services/serve.sh --host 0.0.0.0 \
+#     --api-key-file /etc/defect/key --tls-cert cert.pem --tls-key key.pem   (a network address needs both)
 # The first run makes .venv beside services/ with the pinned requirements of the plugin and the
 # service (Python 3.11+; `python3` or $VENV_PYTHON makes it); later runs reuse it. DEFECT_PYTHON:
 # a Python that already has them (no venv is made). Arguments go to services/service.py.

@@ -4,12 +4,17 @@
 
 Only wiring: the plugin's config and environment (settings.load_settings), the models loading
 in the background (the HTTP port answers 503 until they are in), an optional API key and TLS
-for both, and a clean stop on SIGTERM or Ctrl-C.
+(mutual TLS with --tls-client-ca) for both, and a clean stop on SIGTERM or Ctrl-C.
+
+An address other than loopback is refused (exit 2) unless callers must authenticate (an API key
+or a client CA) over TLS, or --insecure says the operator means it, as Redis's protected mode does.
 """
 import argparse
+import ipaddress
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -25,12 +30,14 @@ import uvicorn  # noqa: E402
 from command_line import OneLineArgumentParser  # noqa: E402
 from errors import ConfigError, first_line  # noqa: E402
 from exit_now import exit_now  # noqa: E402
-from services.http_api import API_KEY_HEADER, BODY_SECONDS, create_app  # noqa: E402
+from services.grpc_messages import API_KEY_VAR, IDLE_SECONDS, MAX_STREAMS, read_api_key  # noqa: E402
+from services.http_api import API_KEY_HEADER, BODY_SECONDS, GuardedHttpProtocol, create_app  # noqa: E402
 from services.model_host import ModelHost  # noqa: E402
 from services.service_metrics import ServiceMetrics  # noqa: E402
 from settings import load_settings  # noqa: E402
 
-API_KEY_VAR = "DEFECT_API_KEY"
+MIN_KEY_BYTES = 32  # e.g. `openssl rand -hex 32` (64 characters); shorter ones are guessable offline
+MAX_CONNECTIONS = 256  # HTTP connections at once; beyond, 503
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="service.py", description="The defect plugin's two models over HTTP and gRPC, "
         "with the plugin's config (config.json, DEFECT_CONFIG, LABEL_MODEL, DEFECT_MODEL, ...).")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 to face a network)")
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 to face a network: with TLS and an "
+                             "API key or --tls-client-ca, else --insecure)")
     parser.add_argument("--http-port", type=int, default=8084, help="HTTP port (default 8084)")
     parser.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0: no gRPC)")
     parser.add_argument("--api-key-file", metavar="FILE",
@@ -46,6 +54,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"x-api-key gRPC metadata); or set {API_KEY_VAR}")
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate (chain) for HTTPS and gRPC TLS")
     parser.add_argument("--tls-key", metavar="PEM", help="its private key")
+    parser.add_argument("--tls-client-ca", metavar="PEM",
+                        help="mutual TLS: callers must present a certificate this CA signed (HTTP and gRPC)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve a non-loopback --host without an API key or TLS (a network you trust)")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                        help=f"HTTP connections at once, 503 beyond (default {MAX_CONNECTIONS})")
+    parser.add_argument("--max-streams", type=int, default=MAX_STREAMS, metavar="N",
+                        help=f"gRPC streams at once, RESOURCE_EXHAUSTED beyond (default {MAX_STREAMS})")
+    parser.add_argument("--stream-idle-timeout", type=float, default=IDLE_SECONDS, metavar="SECONDS",
+                        help=f"a gRPC stream with no message for this long is cancelled (default {IDLE_SECONDS:g})")
     parser.add_argument("--body-timeout", type=float, default=BODY_SECONDS, metavar="SECONDS",
                         help=f"the most an HTTP body may take to arrive, then 408 (default {BODY_SECONDS:g})")
     parser.add_argument("--workers", type=int, default=0,
@@ -54,6 +72,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+    if not 1 <= args.max_connections <= 100_000:
+        parser.error(f"--max-connections must be from 1 to 100000, got {args.max_connections}")
+    if not 1 <= args.max_streams <= 1000:
+        parser.error(f"--max-streams must be from 1 to 1000, got {args.max_streams}")
+    if not 0 < args.stream_idle_timeout <= 86400:
+        parser.error(f"--stream-idle-timeout must be over 0 and at most 86400 s, got {args.stream_idle_timeout:g}")
     # uvicorn takes a port over 65535 modulo 65536 (and 0 as any port): the URLs printed would be wrong.
     if not 1 <= args.http_port <= 65535:
         parser.error(f"--http-port must be from 1 to 65535, got {args.http_port}")
@@ -75,11 +101,29 @@ def read_file(path: str, what: str) -> bytes:
 
 
 def api_key(args: argparse.Namespace) -> str | None:
-    key = read_file(args.api_key_file, "--api-key-file").decode().strip() if args.api_key_file \
-        else os.environ.get(API_KEY_VAR, "").strip()
+    """The key from --api-key-file or DEFECT_API_KEY (never an argument: `ps` shows those), or None.
+    Raises ConfigError for an unreadable file, an empty one, or a key shorter than MIN_KEY_BYTES."""
+    where = args.api_key_file or API_KEY_VAR
+    try:
+        key = read_api_key(args.api_key_file)
+    except OSError as e:
+        raise ConfigError(f"--api-key-file {args.api_key_file} cannot be read: {e.strerror or e}") from None
     if (args.api_key_file or os.environ.get(API_KEY_VAR)) and not key:
-        raise ConfigError(f"the API key ({args.api_key_file or API_KEY_VAR}) is empty")
-    return key or None
+        raise ConfigError(f"the API key ({where}) is empty")
+    if key and len(key.encode()) < MIN_KEY_BYTES:
+        raise ConfigError(f"the API key ({where}) has {len(key.encode())} bytes, fewer than the {MIN_KEY_BYTES} "
+                          f"required; make one with: openssl rand -hex 32")
+    return key
+
+
+def faces_a_network(host: str) -> bool:
+    """True unless every address `host` names is loopback (127/8, ::1): a name resolving elsewhere too faces one."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM,
+                                                                 flags=socket.AI_PASSIVE)}
+    except OSError:
+        return True  # binding will say what is wrong; no exemption for what cannot be told
+    return not all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
 def announce_when_loaded(host: ModelHost, server: uvicorn.Server, urls: list[str]) -> None:
@@ -117,8 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         key = api_key(args)
         tls = (read_file(args.tls_cert, "--tls-cert"), read_file(args.tls_key, "--tls-key")) if args.tls_cert else None
+        client_ca = read_file(args.tls_client_ca, "--tls-client-ca") if args.tls_client_ca else None
     except ConfigError as e:
         print(f"service.py: {e}", file=sys.stderr)
+        return 2
+    # Protected mode: callers on a network must prove who they are (a key or a client certificate),
+    # over TLS so the key and the images cannot be read on the way.
+    if faces_a_network(args.host) and not (tls and (key or client_ca)) and not args.insecure:
+        print(f"service.py: --host {args.host} faces a network: give an API key (--api-key-file or {API_KEY_VAR}) "
+              f"or --tls-client-ca, with --tls-cert and --tls-key; or add --insecure to serve it without",
+              file=sys.stderr)
         return 2
 
     host = ModelHost(settings, args.workers)
@@ -130,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     urls = [f"{scheme}://{shown_host}:{args.http_port} (docs: /docs)"]
     metrics = ServiceMetrics()  # one registry: /metrics counts HTTP and gRPC calls
+    metrics.watch_copies(host)
     # Both ports are bound before any model loads and before "listening" is printed: a port in use
     # is one line and exit 2, not uvicorn's ERROR line and exit 3 after a false "listening" line.
     try:
@@ -142,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.grpc_port:
         from services.grpc_api import build_grpc_server  # gRPC's modules load only when it is served
         try:
-            grpc_server = build_grpc_server(host, f"{shown_host}:{args.grpc_port}", key, tls, metrics)
+            grpc_server = build_grpc_server(host, f"{shown_host}:{args.grpc_port}", key, tls, metrics, client_ca,
+                                            args.max_streams, args.stream_idle_timeout)
         except RuntimeError as e:  # grpcio's answer to a port in use or an address it cannot bind
             print(f"service.py: gRPC cannot listen on {shown_host}:{args.grpc_port}: {first_line(e)}",
                   file=sys.stderr)
@@ -152,9 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     host.start_loading()  # only now: a port in use above ends the process before any model load begins
     print(f"service: listening on {' and '.join(urls)}; loading the models", flush=True)
     app = create_app(host, settings["input"]["max_bytes"], key, metrics, args.body_timeout)
+    # No access log: a request line is the caller's text (http_api logs what it must with errors.shown).
+    # limit_concurrency: connections (and requests) at once, 503 beyond; GuardedHttpProtocol drops
+    # a client that trickles its request head.
     server = uvicorn.Server(uvicorn.Config(
-        app, host=args.host, port=args.http_port, log_level="warning", access_log=False,
-        ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=5))
+        app, host=args.host, port=args.http_port, log_level="warning", access_log=False, http=GuardedHttpProtocol,
+        limit_concurrency=args.max_connections, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+        ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED if args.tls_client_ca else ssl.CERT_NONE,
+        timeout_graceful_shutdown=5))
     threading.Thread(target=announce_when_loaded, args=(host, server, urls), daemon=True).start()
     try:
         server.run(sockets=http_sockets)

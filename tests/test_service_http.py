@@ -25,6 +25,7 @@ pytestmark = pytest.mark.timeout(600)
 
 OPTION = {"labelImage": "k", "inference": "threshold"}
 BAD_OPTIONS = {"labelImage": [0, 2.5, "abc", -1], "inference": [2, -0.1, "high"]}
+API_KEY = "s3cret-key-" + "0123456789abcdef" * 2  # a key has 32 bytes at least
 
 
 def read(path):
@@ -438,7 +439,7 @@ def test_api_key_and_tls(tmp_path, reference):
     """python -m services.service with a key from a file and a self-signed certificate."""
     cert, key = self_signed_certificate(tmp_path)
     key_file = tmp_path / "api-key"
-    key_file.write_text("s3cret-key\n")
+    key_file.write_text(API_KEY + "\n")
     args = ["--api-key-file", str(key_file), "--tls-cert", cert, "--tls-key", key]
     with running_service(args, module=True) as service:
         assert "https://127.0.0.1:" in service.output
@@ -449,28 +450,29 @@ def test_api_key_and_tls(tmp_path, reference):
             requests.post(endpoint, data=image, headers={"Content-Type": "image/jpeg"})
         with pytest.raises(requests.exceptions.ConnectionError):  # no plain HTTP on the TLS port
             requests.get(f"http://{HOST}:{service.http_port}/healthz")
-        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": "s3cret-ke"}):
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY[:-1]}):
             refused = requests.post(endpoint, data=image, headers={"Content-Type": "image/jpeg", **headers},
                                     verify=cert)
             assert refused.status_code == 401
             assert refused.json() == {"error": "missing or wrong API key (X-API-Key header)"}
         assert requests.get(f"{base}/metrics", verify=cert).status_code == 401
         assert requests.get(f"{base}/healthz", verify=cert).status_code == 200  # for load balancers, no key
-        served = requests.post(endpoint, data=image, headers={"Content-Type": "image/jpeg", "X-API-Key": "s3cret-key"},
+        served = requests.post(endpoint, data=image, headers={"Content-Type": "image/jpeg", "X-API-Key": API_KEY},
                                verify=cert)
         assert served.status_code == 200 and served.json() == reference.call("labelImage", image)
-        assert requests.get(f"{base}/metrics", headers={"X-API-Key": "s3cret-key"}, verify=cert).status_code == 200
+        assert requests.get(f"{base}/metrics", headers={"X-API-Key": API_KEY}, verify=cert).status_code == 200
         scheme = requests.get(f"{base}/openapi.json", verify=cert).json()["components"]["securitySchemes"]
         assert [(s["type"], s["in"], s["name"]) for s in scheme.values()] == [("apiKey", "header", "X-API-Key")]
     assert service.proc.returncode == 0
 
 
 def test_the_api_key_comes_from_the_environment_too_and_ctrl_c_stops_cleanly(tmp_path):
-    with running_service(env={"DEFECT_API_KEY": "from-env"}) as service:
+    from_env = "from-env-" + "e" * 32  # a key has 32 bytes at least
+    with running_service(env={"DEFECT_API_KEY": from_env}) as service:
         endpoint = url(service, "/analyze/inference")
         assert requests.post(endpoint, data=read(SURFACE), headers={"Content-Type": "image/png"}).status_code == 401
         assert requests.post(endpoint, data=read(SURFACE),
-                             headers={"Content-Type": "image/png", "X-API-Key": "from-env"}).json()["defect"] == 3
+                             headers={"Content-Type": "image/png", "X-API-Key": from_env}).json()["defect"] == 3
         os.killpg(service.proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the group
         assert service.proc.wait(20) == 0
         assert "service: stopped" in service.output
