@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         if grpc_server is not None:
-            grpc_server.stop(grace=2).wait()
+            grpc_server.stop(grace=5).wait()  # calls in flight finish, as HTTP's (timeout_graceful_shutdown)
         print("service: stopped", flush=True)
     return 0 if server.started else 1
 

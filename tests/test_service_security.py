@@ -433,6 +433,29 @@ def test_a_request_in_flight_is_answered_after_sigterm():
     assert "service: stopped" in service.output
 
 
+def test_a_grpc_call_in_flight_is_answered_after_sigterm(big_png):
+    """The same for gRPC: a unary call whose image is in the model copy (the metrics say so) when SIGTERM
+    comes is answered, then the process ends with 0."""
+    service = ServiceProcess(["--workers", "1"], grpc=True).start()
+    try:
+        service.wait_for("service: ready")
+        answers = []
+        with grpc.insecure_channel(f"{HOST}:{service.grpc_port}") as channel:
+            stub = defect_pb2_grpc.DefectStub(channel)
+            call = threading.Thread(target=lambda: answers.append(
+                stub.LabelImage(defect_pb2.LabelImageRequest(image=big_png, k=1), timeout=120)), daemon=True)
+            call.start()
+            wait_until(lambda: metric(service, "defect_service_copies_busy", function="labelImage") == 1, 120,
+                       "the call never took the copy")
+            service.proc.terminate()
+            call.join(120)
+        assert len(answers) == 1 and len(answers[0].labels) == 1
+        assert service.proc.wait(30) == 0
+    finally:
+        service.stop()
+    assert "service: stopped" in service.output
+
+
 def test_two_requests_at_once_run_on_two_model_copies(big_png):
     """README: "two requests at once run on two cores". The service's own count of copies in use
     (defect_service_copies_busy_peak) shows both copies serving at the same time."""
