@@ -2,7 +2,8 @@
 unpacks the offline zip, installs it with the plugin's install.sh (no network), runs both modules'
 command lines and the plugin over nng as kuiperd would, and prints one JSON report as its last line.
 
-    python3 box_check.py SHARE   (SHARE: the zip as defect.zip, images/, photos.txt, surfaces.txt, nng_host.py)
+    python3 box_check.py SHARE   (SHARE: the zip as defect.zip, images/, photos.txt, surfaces.txt, nng_host.py;
+                                  on arm64 index-wheels/: pynng's wheel as the index has it)
 """
 import json
 import os
@@ -43,6 +44,9 @@ def main(share):
                         for listing in ("photos.txt", "surfaces.txt"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     report = {"machine": os.uname().machine}
+    if report["machine"] == "aarch64":  # everything below runs on a box without libatomic1
+        report["libatomic_removed"] = remove_libatomic()
+        report["libatomic_left"] = system_libatomic()
     # kuiperd's default pythonBin: install.sh finds python3 by itself.
     report["install"] = run(["/bin/sh", "install.sh"], env)
     output = report["install"]["stdout"]
@@ -64,20 +68,50 @@ def main(share):
     # Over nng, as kuiperd runs it: bare python3 (main.py switches into the venv), the plugin's defaults.
     report["nng"] = run([python, os.path.join(share, "nng_check.py"), PLUGIN, photos[0], surfaces[0]], env)
     if report["machine"] == "aarch64":
-        report["without_libatomic"] = install_without_libatomic(env)
+        # Where pynng's libatomic.so.1 comes from once loaded (qemu-user shows the guest's own maps).
+        report["libatomic_loaded"] = run([python, "-c", LOADED_LIBATOMIC], env)
+        report["index_wheel"] = install_with_the_index_wheel(share, env)
     print(json.dumps(report))
 
 
-def install_without_libatomic(env):
-    """Last, as it breaks the box: a fresh install where libatomic1 is missing must fail in one line."""
-    for folder in ("/usr/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu"):
+LOADED_LIBATOMIC = ("import json, pynng\n"
+                    "print(json.dumps(sorted({line.split()[-1] for line in open('/proc/self/maps')\n"
+                    "                         if 'libatomic' in line})))")
+LIBRARY_DIRS = ("/usr/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib", "/lib")
+
+
+def system_libatomic():
+    """Every libatomic.so* the box's own library dirs hold."""
+    return sorted({os.path.realpath(os.path.join(folder, name)) for folder in LIBRARY_DIRS if os.path.isdir(folder)
+                   for name in os.listdir(folder) if name.startswith("libatomic.so")})
+
+
+def remove_libatomic():
+    """The rootfs is built without libatomic1; should a Debian package ever pull it in, it goes here."""
+    removed = []
+    for folder in LIBRARY_DIRS:
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
             if name.startswith("libatomic.so"):
                 os.unlink(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+    return removed
+
+
+def install_with_the_index_wheel(share, env):
+    """Last: pynng's wheel as the index has it (no libatomic inside) on this box without libatomic1:
+    install.sh must fail in one line that names the package, and leave no venv."""
+    original = [name for name in os.listdir(os.path.join(share, "index-wheels")) if name.endswith(".whl")]
+    wheels = os.path.join(PLUGIN, "wheels")
+    for name in os.listdir(wheels):
+        if name.startswith("pynng-"):
+            os.unlink(os.path.join(wheels, name))
+    for name in original:
+        shutil.copy(os.path.join(share, "index-wheels", name), wheels)
     shutil.rmtree(os.path.join(PLUGIN, ".venv"))
     result = run(["/bin/sh", "install.sh"], env)
     result["venv_left"] = os.path.exists(os.path.join(PLUGIN, ".venv"))
     result["stdout"] = result["stdout"][-2000:]
+    result["wheels"] = original
     return result
 
 

@@ -7,24 +7,26 @@
 set -euo pipefail
 release=$1 arch=$2
 cache=${DEFECT_CACHE:-$HOME/.cache/defect}
-# What a gateway has besides the base system: Python with venv, and on arm64 libatomic1, which
-# pynng's aarch64 wheel links to without bundling it (install.sh names it when it is missing).
+# What a gateway has besides the base system: Python with venv. Not libatomic1 on arm64 (minbase
+# lacks it, and a gateway that cannot run apt may too): the offline zip's pynng brings its own
+# (tests/platforms/graft_libatomic.py), and box_check.py makes sure the box has none.
 packages=python3,python3-venv
-[ "$arch" = arm64 ] && packages=$packages,libatomic1
 target=$cache/rootfs-$release-$arch-$(echo "$packages" | sha256sum | cut -c1-8)
-[ -x "$target/usr/bin/python3" ] && { echo "$target"; exit 0; }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-"$here/system_deps.sh" debootstrap qemu-user-static binfmt-support >&2
 host_arch=$(dpkg --print-architecture)
 if [ "$arch" != "$host_arch" ]; then
+  # A cached rootfs needs the emulator too: binfmt_misc may have been unmounted or reset since it was built.
   # The F flag (qemu-user-static's binfmt entry) opens the emulator at registration, so it works in a chroot.
+  "$here/system_deps.sh" qemu-user-static binfmt-support >&2
   [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   qemu=$(dpkg-architecture -a "$arch" -q DEB_HOST_GNU_CPU 2>/dev/null || echo "$arch")
   [ "$qemu" = "arm64" ] && qemu=aarch64
   [ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ] || update-binfmts --enable "qemu-$qemu" >&2 ||
     { echo "rootfs: cannot register qemu-$qemu with binfmt_misc; $arch binaries cannot run here" >&2; exit 1; }
 fi
+[ -x "$target/usr/bin/python3" ] && { echo "$target"; exit 0; }
+"$here/system_deps.sh" debootstrap >&2
 
 mkdir -p "$cache"
 for left in "$target".tmp.*; do  # what a killed build left (its pid is the suffix)
