@@ -3,53 +3,27 @@
 Driven over nng as kuiperd drives the plugin (tests/nng_host.py): the process the
 host starts is the supervisor; the worker is its child.
 """
+import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
 import time
 
-import pynng
 import pytest
+from worker_hook.sitecustomize import HOLD_FILE_VAR, HOLD_RULE
 
+import supervisor
 from nng_host import PluginHost
 from paths import read_b64
+from settings import load_settings
 from test_protocol import assert_one_line_error, surface_b64
 
-
-def worker_pids(supervisor_pid):
-    children = []
-    for task in os.listdir(f"/proc/{supervisor_pid}/task"):
-        with open(f"/proc/{supervisor_pid}/task/{task}/children") as f:
-            children += [int(p) for p in f.read().split()]
-    return children
-
-
-def wait_for_worker(host, other_than=None, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [p for p in worker_pids(host.process.pid) if p != other_than]
-        if pids:
-            return pids[0]
-        time.sleep(0.05)
-    raise TimeoutError(f"no worker under supervisor {host.process.pid}:\n{host.output()[-2000:]}")
-
-
-def served_again(host, symbol, value, timeout=30, meanwhile=("still loading",)):
-    """Seconds until `symbol` answers with a result again; each failed try is what kuiperd would see."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            reply = host.exec(symbol, value)
-        except pynng.Timeout:  # the call went to the dead worker's pipe: kuiperd's 5 s timeout
-            continue
-        if reply["state"]:
-            return time.monotonic() - started
-        assert any(word in reply["result"] for word in meanwhile), reply
-        time.sleep(0.05)
-    raise TimeoutError(f"{symbol} not served again within {timeout} s:\n{host.output()[-3000:]}")
+WORKER_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_hook")
 
 
 @pytest.fixture
@@ -59,46 +33,113 @@ def host(plugin_dir):
     host.close()
 
 
+def restarted(host, old_worker, mark, *functions):
+    """The new worker's pid once it has replaced `old_worker` and said its models are loaded (log
+    after position `mark`). No call is made meanwhile: the test's next call is its first."""
+    new_worker = host.worker_pid(other_than=old_worker)
+    host.wait_until_loaded(*functions, after=mark)
+    assert new_worker != old_worker and host.worker_pid() == new_worker
+    return new_worker
+
+
 @pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL])
 def test_a_killed_worker_is_replaced_and_the_supervisor_stays(host, sig):
     cat, surface = read_b64("images", "cat.bmp"), surface_b64(2, seed=31)
     assert host.exec("labelImage", cat)["state"] is True
-    supervisor, worker = host.process.pid, wait_for_worker(host)
+    worker, mark = host.worker_pid(), len(host.output())
     os.kill(worker, sig)
-    took = {"labelImage": served_again(host, "labelImage", cat), "inference": served_again(host, "inference", surface)}
+    restarted(host, worker, mark)
+    # The first call after the restart is answered (a timeout here is the test failing, not retried).
+    reply = host.exec("labelImage", cat)
+    assert reply["state"] is True and reply["result"][0]["label"] == "286:Egyptian cat", reply
     assert host.exec("inference", surface)["result"]["defect"] == 2
-    assert host.process.pid == supervisor and host.process.poll() is None
-    assert wait_for_worker(host) != worker
+    assert host.process.poll() is None  # kuiperd's process, the supervisor, never went
     assert f"worker {worker} killed by {sig.name}; restarting in 0.0 s" in host.output()
-    print(f"{sig.name}: served again after {took}")
 
 
-def test_a_call_in_flight_when_the_worker_dies_is_answered_by_the_next_worker(host):
+@pytest.fixture
+def holding_host(plugin_dir, tmp_path):
+    """The plugin with tests/worker_hook on PYTHONPATH: a worker holds the first call of rule HOLD_RULE."""
+    held = tmp_path / "held"
+    path = os.pathsep.join(p for p in (WORKER_HOOK, os.environ.get("PYTHONPATH")) if p)
+    host = PluginHost(plugin_dir, python=sys.executable,
+                      env={**os.environ, "PYTHONPATH": path, HOLD_FILE_VAR: str(held)})
+    yield host, held
+    host.close()
+
+
+def test_a_call_in_flight_when_the_worker_dies_is_answered_by_the_next_worker(holding_host):
     """kuiperd (connection.go Req) sends a request again when a handshake comes back instead of an
     answer, and a new worker's first message is its handshake: so the call is not lost."""
-    frames = [surface_b64(i % 3, seed=40 + i) for i in range(64)]
-    assert host.exec("inferenceBatch", frames[:2])["state"] is True
+    host, held = holding_host
+    cat = read_b64("images", "cat.bmp")
+    host.wait_until_loaded()
+    worker = host.worker_pid()
     outcome = {}
 
     def call():
         try:
-            outcome["reply"] = host.exec("inferenceBatch", frames)
-        except pynng.Timeout as e:
-            outcome["error"] = e
+            outcome["reply"] = host.exec("labelImage", cat, rule=HOLD_RULE)
+        except Exception as e:  # a timeout or anything else: the assertion below shows it
+            outcome["error"] = repr(e)
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.05)
-    os.kill(wait_for_worker(host), signal.SIGKILL)
-    caller.join(15)
-    assert "reply" in outcome, outcome
+    deadline = time.monotonic() + 30
+    while not (held.exists() and held.read_text()):  # the worker has the request and holds it
+        assert caller.is_alive() and time.monotonic() < deadline, (outcome, host.output()[-3000:])
+        time.sleep(0.02)
+    assert int(held.read_text()) == worker
+    assert "reply" not in outcome  # held, not answered
+    mark = len(host.output())
+    os.kill(worker, signal.SIGKILL)
+    caller.join(60)
+    assert not caller.is_alive() and "reply" in outcome, (outcome, host.output()[mark:][-3000:])
     reply = outcome["reply"]
-    # The supervisor had seen kuiperd start inferenceBatch, so the new worker loads its copies at once.
-    assert reply["state"] is True, reply
-    assert [e.get("defect") for e in reply["result"]] == [i % 3 for i in range(64)]
-    assert "killed by SIGKILL" in host.output()
-    served_again(host, "labelImage", read_b64("images", "cat.bmp"))
-    assert host.exec("inference", frames[5])["result"]["defect"] == 2
+    assert reply["state"] is True and reply["result"][0]["label"] == "286:Egyptian cat", reply
+    assert host.worker_pid() != worker
+    assert f"worker {worker} killed by SIGKILL" in host.output()[mark:]
+
+
+def test_window_copies_load_when_a_rule_is_created_and_a_new_worker_loads_them_at_once(host):
+    """README: the copies load when the first rule using a window function is created (kuiperd
+    validates its arguments then); a worker started after a death loads the functions kuiperd
+    had started at once, the window ones too."""
+    host.wait_until_loaded()
+    assert "Batch: model loaded" not in host.output()  # per-frame models only, until a rule asks
+    mark = len(host.output())
+    assert host.call("inferenceBatch", "Validate", [{"Name": "image"}])["state"] is True
+    host.wait_for_output("inferenceBatch: model loaded", after=mark)
+    assert "labelImageBatch: model loaded" not in host.output()
+    worker, mark = host.worker_pid(), len(host.output())
+    os.kill(worker, signal.SIGKILL)
+    restarted(host, worker, mark, "labelImage", "inference", "inferenceBatch")  # without a call
+    frames = [surface_b64(i % 3, seed=40 + i) for i in range(4)]
+    reply = host.exec("inferenceBatch", frames)
+    assert [e.get("defect") for e in reply["result"]] == [0, 1, 2, 0], reply
+
+
+def test_the_worker_dies_with_its_supervisor(host):
+    """A SIGKILLed supervisor (kuiperd's DELETE or shutdown) leaves no worker (parent-death signal)."""
+    host.wait_until_loaded()  # a worker serving, long past its start-up check of its parent
+    worker = host.worker_pid()
+    host.process.kill()
+    host.process.wait(10)
+    deadline = time.monotonic() + 10  # README: "within a second"; generous on a busy box
+    while process_running(worker):
+        if time.monotonic() > deadline:
+            os.kill(worker, signal.SIGKILL)  # not left behind by this test
+            pytest.fail(f"worker {worker} outlived its supervisor by 10 s")
+        time.sleep(0.05)
+
+
+def process_running(pid):
+    """False once `pid` is gone or a zombie (a dead child not yet reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.fixture
@@ -120,23 +161,18 @@ def test_a_crash_loop_ends_in_one_line_and_a_good_model_recovers(crashing_plugin
     host = PluginHost(str(target), python=sys.executable, env=env)
     try:
         surface = surface_b64(1, seed=51)
-        deadline, reply = time.monotonic() + 30, None
-        while "not served" not in str(reply) and time.monotonic() < deadline:
-            try:
-                reply = host.exec("inference", surface)
-            except pynng.Timeout:  # a call that met a dying worker
-                pass
-        assert_one_line_error(reply, "inference is not served: the plugin's worker died 3 times in 60 s "
-                                     "(last: killed by SIGSEGV)")
+        host.wait_for_output("degraded worker: ")  # two restarts, the third death: degraded
+        assert_one_line_error(host.exec("inference", surface), "inference is not served: the plugin's worker died "
+                                                               "3 times in 60 s (last: killed by SIGSEGV)")
         assert_one_line_error(host.exec("labelImage", read_b64("images", "cat.bmp")), "labelImage is not served")
         assert host.output().count("killed by SIGSEGV; restarting in") == 2  # then the third death: degraded
-        supervisor = host.process.pid
+        degraded, mark = host.worker_pid(), len(host.output())
 
         model.write_bytes(good)  # the good model back: the degraded worker sees it and a normal one starts
-        # Until the degraded worker's next look at the files (each second), calls still say why.
-        served_again(host, "inference", surface, meanwhile=("still loading", "not served"))
-        assert host.exec("inference", surface)["result"]["defect"] == 1
-        assert host.process.pid == supervisor
+        host.wait_for_output("model files changed: starting a normal worker", after=mark)
+        restarted(host, degraded, mark)
+        assert host.exec("inference", surface)["result"]["defect"] == 1  # the first call after it
+        assert host.process.poll() is None
     finally:
         host.close()
 
@@ -148,15 +184,126 @@ def test_a_worker_over_its_memory_cap_is_ended_not_the_gateway(plugin_dir, tmp_p
     host = PluginHost(plugin_dir, python=sys.executable, env={**os.environ, "DEFECT_CONFIG": str(overlay)})
     try:
         cat = read_b64("images", "cat.bmp")
-        deadline, reply = time.monotonic() + 30, None
-        while "not served" not in json.dumps(reply) and time.monotonic() < deadline:
-            try:
-                reply = host.exec("labelImage", cat)
-            except pynng.Timeout:  # a call that met a worker being ended
-                pass
-            time.sleep(0.2)
-        assert_one_line_error(reply, "killed by SIGKILL (over worker.max_rss_mb)")
+        # Ended at load, then again (max_restarts 1): the degraded worker answers why.
+        host.wait_for_output("degraded worker: ")
+        assert_one_line_error(host.exec("labelImage", cat), "killed by SIGKILL (over worker.max_rss_mb)")
         assert "over worker.max_rss_mb (120 MB): ending it" in host.output()
         assert host.process.poll() is None
     finally:
         host.close()
+
+
+# --- the supervisor's policy, on a stand-in worker (a process that exits at once) ---
+
+# Exits with status 3 at once, as a worker that crashes at load; a degraded one (loads no model) stays up.
+FAILING_WORKER = [sys.executable, "-c",
+                  f"import os, sys, time\nif os.environ.get({supervisor.DEGRADED_VAR!r}): time.sleep(120)\nsys.exit(3)"]
+
+
+class Stop(Exception):
+    """Raised by the recorded sleep to end keep_a_worker's endless loop."""
+
+
+@pytest.fixture
+def policy(monkeypatch, caplog):
+    """Runs Supervisor.keep_a_worker on FAILING_WORKER in a thread; its back-off sleeps are recorded
+    (and not slept), its log lines collected. Yields (start(sup), sleeps, lines, wait_for(text, count))."""
+    sleeps, stop, runs = [], threading.Event(), []
+
+    def sleep(seconds):
+        if seconds == supervisor.RSS_POLL_SECONDS:  # the memory watch's poll: really wait
+            return time.sleep(seconds)
+        if stop.is_set():
+            raise Stop
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(supervisor, "time", type("FakeTime", (), {"sleep": staticmethod(sleep),
+                                                                  "monotonic": staticmethod(time.monotonic)}))
+    caplog.set_level(logging.INFO, logger="supervisor")
+
+    def lines():
+        return [r.getMessage() for r in caplog.records if r.name == "supervisor"]
+
+    def wait_for(text, count=1, timeout=60):
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in lines()) < count:
+            assert time.monotonic() < deadline, (text, lines())
+            time.sleep(0.02)
+
+    def keep(sup):
+        with contextlib.suppress(Stop):
+            sup.keep_a_worker()
+
+    def start(sup):
+        thread = threading.Thread(target=keep, args=(sup,), daemon=True)
+        thread.start()
+        runs.append((sup, thread))
+
+    yield start, sleeps, lines, wait_for
+    stop.set()
+    for sup, thread in runs:
+        with contextlib.suppress(ProcessLookupError):
+            sup.worker.kill()  # the degraded stand-in; its death makes the loop sleep, which raises Stop
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def test_restarts_back_off_from_0_to_8_s_then_a_degraded_worker_takes_over(policy):
+    start, sleeps, lines, wait_for = policy
+    start(supervisor.Supervisor(FAILING_WORKER, max_restarts=7, window_seconds=600, max_rss_mb=1000))
+    wait_for("(degraded: serves no model)")
+    # README: "starts another at once, then with backoff (0.5, 1, 2, 4, 8 s)"; 8 s stays the longest.
+    assert sleeps == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    said = [re.search(r"restarting in ([\d.]+) s \((\d) of 7", line).groups()
+            for line in lines() if "restarting in" in line]
+    assert said == [("0.0", "1"), ("0.5", "2"), ("1.0", "3"), ("2.0", "4"), ("4.0", "5"), ("8.0", "6"),
+                    ("8.0", "7")]
+    assert any("died 8 times in 600 s (last: exited with status 3); it is not restarted for 3000 s" in line
+               for line in lines())
+    assert lines()[-1].endswith("(degraded: serves no model)")
+
+
+def test_a_degraded_worker_gives_way_to_a_normal_one_after_five_restart_windows(policy):
+    start, sleeps, lines, wait_for = policy
+    # A 2 s window: degraded for 5 windows (10 s), then a normal worker is tried again, which fails again.
+    start(supervisor.Supervisor(FAILING_WORKER, max_restarts=1, window_seconds=2, max_rss_mb=1000))
+    wait_for("(degraded: serves no model)", count=2)
+    events = [line for line in lines() if "not restarted for" in line or "trying a normal worker again" in line
+              or "started" in line]
+    kinds = ["degraded" if "(degraded" in line else "retry" if "trying a normal" in line else
+             "stop" if "not restarted" in line else "normal" for line in events]
+    assert kinds == ["normal", "normal", "stop", "degraded", "retry", "normal", "normal", "stop", "degraded"], events
+    assert "degraded for 10 s: trying a normal worker again" in events
+    # The defaults: degraded for five windows of 60 s, the README's 300 s.
+    assert supervisor.DEGRADED_WINDOWS * load_settings(environ={})["worker"]["restart_window_seconds"] == 300
+
+
+def fake_files(monkeypatch, tmp_path, files):
+    """supervisor.open reads `files` ({path: text}) instead of the real /proc and /sys."""
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if path not in files:
+            raise FileNotFoundError(path)
+        target = tmp_path / path.strip("/").replace("/", "_")
+        target.write_text(files[path])
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(supervisor, "open", fake_open, raising=False)
+
+
+MEMINFO = "MemTotal:        8192000 kB\nMemFree:         1000000 kB\n"  # 8000 MiB
+
+
+@pytest.mark.parametrize("cgroup,expected", [
+    ({}, 4000),  # no cgroup file: half the box
+    ({"/sys/fs/cgroup/memory.max": "max\n"}, 4000),  # cgroup v2 without a limit
+    ({"/sys/fs/cgroup/memory.max": f"{2 * 2**30}\n"}, 1024),  # a 2 GiB container (v2)
+    ({"/sys/fs/cgroup/memory/memory.limit_in_bytes": f"{1 * 2**30}\n"}, 512),  # v1
+    ({"/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"}, 4000),  # v1's "no limit"
+    ({"/sys/fs/cgroup/memory.max": f"{64 * 2**30}\n"}, 4000),  # a limit above the box: the box
+], ids=["none", "v2 max", "v2 2GiB", "v1 1GiB", "v1 unlimited", "v2 above the box"])
+def test_max_rss_mb_defaults_to_half_the_memory_the_cgroup_allows(monkeypatch, tmp_path, cgroup, expected):
+    fake_files(monkeypatch, tmp_path, {"/proc/meminfo": MEMINFO, **cgroup})
+    assert supervisor.memory_cap_mb(0) == expected
+    assert supervisor.memory_cap_mb(300) == 300  # a configured cap wins
