@@ -36,10 +36,6 @@ def assert_one_line_error(reply, word):
     assert word in message, message
 
 
-def test_handshake_is_fast(host):
-    assert host.handshake_seconds < 10  # eKuiper allows 60 s; `make bench` measures the real figure
-
-
 def test_label_image_over_nng(host):
     reply = host.exec("labelImage", read_b64("images", "cat.bmp"))
     assert reply["state"] is True, reply
@@ -80,10 +76,11 @@ def test_validate_and_is_aggregate(host):
 @pytest.mark.parametrize("function", ["labelImage", "inference"])
 def test_bad_image_gives_one_line_and_the_next_call_works(host, function, case):
     value, word = bad_images()[case]
+    worker = host.worker_pid()
     assert_one_line_error(host.exec(function, value), word)
     good = host.exec(function, read_b64("images", "cat.bmp"))
     assert good["state"] is True, good
-    assert host.process.poll() is None
+    assert host.worker_pid() == worker  # answered by the same worker: it did not die on the bad image
 
 
 @pytest.mark.parametrize("function,arg,word", [("labelImage", 0, "k must be"), ("labelImage", "5", "k must be"),
@@ -108,10 +105,11 @@ def test_line_wrapped_base64_is_read(host):
 
 def test_still_serving_after_idle_keepalives(host):
     """The SDK's REQ sockets time out after 5 s idle and resend a handshake; calls must still work."""
+    worker = host.worker_pid()
     time.sleep(6.5)
     assert host.exec("labelImage", read_b64("images", "cat.bmp"))["state"] is True
     assert host.exec("inference", surface_b64(1, seed=7))["result"]["defect"] == 1
-    assert host.process.poll() is None
+    assert host.worker_pid() == worker
 
 
 def test_every_function_serves_again_after_a_plugin_restart(host):
