@@ -2,19 +2,23 @@
 
 Each element must be what the per-frame function answers for that frame (same
 top-1, confidences within 0.02; same defect count and boxes), bad frames get an
-error element without costing the window, and a window never outlasts its budget.
+error element without costing the window, and a window never outlasts its budget (what is late gets an
+error naming it).
 """
 import base64
 import json
 import sys
+import threading
 
 import cv2
 import pytest
 
 from bad_inputs import bad_images
+from batch_func import InferenceBatch
 from nng_host import PluginHost
 from paths import read_b64
 from synthetic_surface import surface_image
+from thread_tuning import usable_cores
 
 PHOTOS = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg", "owl.jpg", "parrot.jpg", "hot_dog.jpg", "bird.bmp",
           "grace_hopper.bmp")
@@ -23,6 +27,9 @@ PHOTOS = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg", "owl.jpg", "parrot.jpg", "
 @pytest.fixture(scope="module")
 def host(plugin_dir):
     host = PluginHost(plugin_dir, python=sys.executable)
+    host.wait_until_loaded()
+    for symbol in ("labelImageBatch", "inferenceBatch"):
+        loaded(host, symbol)
     yield host
     print(host.close()[-3000:])
 
@@ -33,11 +40,23 @@ def surface_jpeg_b64(defects, seed, size=(640, 480)):
 
 
 def assert_same_labels(batch, scalar):
-    assert batch[0]["label"] == scalar[0]["label"], (batch, scalar)
-    scalar_confidence = {s["label"]: s["confidence"] for s in scalar}
-    for b in batch:  # a near-tie may swap ranks 4 and 5; any label both list agrees within 0.02
-        if b["label"] in scalar_confidence:
-            assert abs(b["confidence"] - scalar_confidence[b["label"]]) <= 0.02, (b, scalar)
+    """Same top-1 and the same top-k labels with confidences within 0.02; a label only one side has
+    must be a near-tie at the cut (within 0.02 of the other side's last), swapped in by rounding."""
+    assert len(batch) == len(scalar) and batch[0]["label"] == scalar[0]["label"], (batch, scalar)
+    sides = ({e["label"]: e["confidence"] for e in batch}, {e["label"]: e["confidence"] for e in scalar})
+    for one, other in (sides, sides[::-1]):
+        for label, confidence in one.items():
+            if label in other:
+                assert abs(confidence - other[label]) <= 0.02, (label, batch, scalar)
+            else:
+                assert confidence <= min(other.values()) + 0.02, (label, batch, scalar)
+
+
+def loaded(host, symbol):
+    """Until `symbol`'s model copies are loaded: kuiperd validates a rule's call when it is created,
+    and that starts the load (README); no window is sent before, so none meets "still loading"."""
+    assert host.call(symbol, "Validate", [{"Name": "image"}])["state"] is True
+    host.wait_for_output(f"{symbol}: model loaded")
 
 
 def test_only_the_window_functions_are_aggregate(host):
@@ -76,6 +95,7 @@ def test_bad_frames_get_an_error_element_and_the_rest_is_served(host):
     bad = bad_images()
     names = [name for name in bad if name != "over 20 MB"]  # 28 MB of 'A': slow to send, same path as below
     window = [cat] + [bad[name][0] for name in names] + [cat]
+    worker = host.worker_pid()
     for symbol in ("labelImageBatch", "inferenceBatch"):
         reply = host.exec(symbol, window)
         assert reply["state"] is True, reply
@@ -87,7 +107,7 @@ def test_bad_frames_get_an_error_element_and_the_rest_is_served(host):
         first.pop("inference time", None) if isinstance(first, dict) else None
         last.pop("inference time", None) if isinstance(last, dict) else None
         assert first == last
-    assert host.process.poll() is None
+    assert host.worker_pid() == worker  # no bad frame cost the worker
 
 
 def test_options_arrive_as_arrays_or_literals(host):
@@ -115,7 +135,52 @@ def test_wrong_shapes_of_call_give_one_line(host):
     assert host.call("inferenceBatch", "Validate", [{"Name": "image"}])["state"] is True
 
 
-def test_a_large_window_is_served_whole_within_the_default_budget(host):
+def test_a_large_window_is_answered_whole_in_order(host):
+    """64 frames at 1080p: kuiperd gets one answer within its 5 s (a pynng.Timeout here fails the
+    test), one element per frame in window order: the frame's own answer, or, for frames not done
+    within batch.budget_seconds, the error naming the budget. How many fit depends on the CPU
+    (`make bench` measures it), so the count is not asserted."""
+    loaded(host, "inferenceBatch")
     frames = [surface_jpeg_b64(i % 4, seed=800 + i, size=(1920, 1080)) for i in range(64)]
     reply = host.exec("inferenceBatch", frames)
-    assert [e.get("defect") for e in reply["result"]] == [i % 4 for i in range(64)]
+    assert reply["state"] is True and len(reply["result"]) == 64, reply
+    budget = ("not served within the 4 s budget for a window of 64 frames (batch.budget_seconds, under kuiperd's "
+              "5 s per call); use smaller windows")
+    for i, element in enumerate(reply["result"]):
+        if "error" in element:
+            assert element == {"error": budget}, (i, element)
+        else:  # this frame's answer, in its place
+            assert element["defect"] == len(element["defects"]) == i % 4, (i, element["defects"])
+            assert (element["width"], element["height"]) == (1920, 1080)
+    assert "error" not in reply["result"][0]  # the first frame starts at once: well inside any budget
+
+
+def test_a_window_runs_its_frames_at_once_on_one_single_threaded_copy_per_core(settings):
+    """README: a window's frames are served in parallel, one worker per core, each with its own
+    single-threaded model copy. The first `cores` frames each wait until all of them are running
+    (a barrier): served one after another, the barrier would break and they would get errors."""
+    cores = usable_cores()
+    function = InferenceBatch({**settings, "batch": {**settings["batch"], "budget_seconds": 120}})
+    assert function.workers == cores
+    function.start_loading()
+    assert function.loaded.wait(120) and function.error is None, function.error
+    copies = function.model.models
+    assert len({id(copy) for copy in copies}) == cores
+    assert [copy.compiled.get_property("INFERENCE_NUM_THREADS") for copy in copies] == [1] * cores
+    barrier, lock, seen = threading.Barrier(cores, timeout=60), threading.Lock(), []
+    serve_one = function.serve_one
+
+    def meeting(model, image, option):
+        with lock:
+            seen.append((threading.get_ident(), id(model)))
+            first = len(seen) <= cores
+        if first:
+            barrier.wait()  # BrokenBarrierError (an error element) unless `cores` frames run at once
+        return serve_one(model, image, option)
+
+    function.serve_one = meeting
+    frames = [surface_jpeg_b64(i % 3, seed=950 + i) for i in range(2 * cores)]
+    results = function.exec([frames], None)
+    assert [r.get("defect") for r in results] == [i % 3 for i in range(2 * cores)], results
+    assert len({thread for thread, _ in seen[:cores]}) == cores  # on `cores` threads
+    assert len({copy for _, copy in seen[:cores]}) == cores  # each on its own copy
