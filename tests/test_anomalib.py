@@ -16,20 +16,24 @@ import openvino as ov
 import openvino.opset15 as ops
 import pytest
 
+from detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes
 from inference import DefectSegmenter, choose_outputs, mask_from_output, segmenter_from_settings
 from label_func import Inference
-from paths import REPO, fixture_path
+from paths import FIXTURES, REPO, fixture_path
 from settings import load_settings
 
-# The fixtures README's reference table: image -> (pred_score, pred_label, pred_mask regions).
+# The fixtures README's reference table: image -> (pred_score on AVX-512, on AVX2, pred_label, pred_mask regions).
+# The two CPUs' scores differ by up to 0.006 (OpenVINO picks other kernels); labels and regions are the same.
 REFERENCE = {
-    "bad_00_1": (0.419, 0, 0), "bad_01_2": (0.548, 1, 2), "bad_02_3": (0.585, 1, 2), "bad_03_1": (0.485, 0, 0),
-    "bad_04_2": (0.599, 1, 1), "bad_05_3": (0.437, 0, 0), "bad_06_1": (0.286, 0, 0), "bad_07_2": (0.496, 0, 0),
-    "bad_08_3": (0.607, 1, 2), "bad_09_1": (0.548, 1, 1),
+    "bad_00_1": (0.419, 0.419, 0, 0), "bad_01_2": (0.548, 0.548, 1, 2), "bad_02_3": (0.585, 0.585, 1, 2),
+    "bad_03_1": (0.485, 0.484, 0, 0), "bad_04_2": (0.599, 0.596, 1, 1), "bad_05_3": (0.437, 0.439, 0, 0),
+    "bad_06_1": (0.286, 0.285, 0, 0), "bad_07_2": (0.496, 0.495, 0, 0), "bad_08_3": (0.607, 0.602, 1, 2),
+    "bad_09_1": (0.548, 0.545, 1, 1),
 }
+SCORE_TOLERANCE = 0.01  # the fixtures README: "about 0.01, never 0.002"; covers both CPUs' columns
 GOOD = [f"good_{i:02d}" for i in range(10)]
 # Re-encoding or resizing moves a score by up to about 0.02 (measured); nearer 0.5 the verdict may flip.
-DECISIVE = [name for name, (score, _, _) in REFERENCE.items() if abs(score - 0.5) > 0.03]
+DECISIVE = [name for name, (score, _, _, _) in REFERENCE.items() if abs(score - 0.5) > 0.03]
 
 
 def export_xml():
@@ -110,11 +114,12 @@ def test_held_out_good_surfaces_are_not_anomalous(inference, name):
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_bad_surfaces_match_the_reference_table(inference, name):
-    score, label, regions = REFERENCE[name]
+    avx512, avx2, label, regions = REFERENCE[name]
     result = call(inference, surface_bytes(name))
     assert result["anomalous"] is bool(label)
     assert result["defect"] == regions == len(result["defects"])
-    assert result["score"] == pytest.approx(score, abs=0.002)
+    for score in (avx512, avx2):  # within the tolerance of both CPUs' measurements
+        assert result["score"] == pytest.approx(score, abs=SCORE_TOLERANCE), (name, result["score"])
     assert {"inference time", "defect", "defects", "width", "height", "base64"} <= set(result)  # tutorial keys
 
 
@@ -126,7 +131,7 @@ def test_other_sizes_and_jpeg_keep_the_verdicts(inference, size, ext):
         result = call(inference, reencoded(name, size, ext))
         assert (result["defect"], result["anomalous"]) == (0, False), name
     for name in DECISIVE:
-        _, label, regions = REFERENCE[name]
+        _, _, label, regions = REFERENCE[name]
         result = call(inference, reencoded(name, size, ext))
         assert result["anomalous"] is bool(label), (name, result["score"])
         assert result["defect"] == regions, name
@@ -157,6 +162,32 @@ def test_threshold_argument_applies_to_the_anomaly_map_and_score(inference):
     same = call(inference, surface_bytes("bad_02_3"), 0.5)
     default = call(inference, surface_bytes("bad_02_3"))
     assert (same["anomalous"], same["defects"]) == (default["anomalous"], default["defects"])
+
+
+HELD_OUT_ROW = {"images": 20, "defects": 19, "boxes": 19, "precision": 1.0, "recall": 1.0, "exact_images": 20}
+
+
+def test_the_default_model_finds_every_held_out_defect_at_every_size(settings):
+    """README's detection table, held-out rows: at 256x256 PNG and stretched to VGA, 720p and 1080p
+    JPEG, 20 images, 19 defects, 19 boxes, precision and recall 1.0, every image exactly right
+    (bench/proof.py measures the same way, JPEG quality 90)."""
+    function = Inference(settings)
+    function.start_loading()
+    assert function.loaded.wait(120) and function.error is None, function.error
+    size = function.model.size
+    surfaces = held_out_surfaces(FIXTURES)  # truth from the pixels, checked against the count in each name
+    for frame in (None, (640, 480), (1280, 720), (1920, 1080)):
+        matches = []
+        for _, image, truths in surfaces:
+            if frame:  # stretched to a camera size, as JPEG
+                truths = scale_boxes(truths, frame[0] / image.shape[1], frame[1] / image.shape[0])
+                image = cv2.resize(image, frame, interpolation=cv2.INTER_LINEAR)
+            width, height = image.shape[1], image.shape[0]
+            ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]) if frame else (".png", [])
+            report = call(function, cv2.imencode(ext, image, params)[1].tobytes())
+            matches.append(match_boxes(report["defects"], truths, width / size[0], height / size[1]))
+        score = precision_recall(matches)
+        assert {k: score[k] for k in HELD_OUT_ROW} == HELD_OUT_ROW, (frame, score)
 
 
 def test_picture_is_the_input_and_mask_at_model_size(inference):

@@ -255,6 +255,9 @@ def configured_plugin(plugin_dir, tmp_path):
     def start(**env):
         host = PluginHost(plugin_dir, python=sys.executable, env={**os.environ, **env})
         hosts.append(host)
+        # The worker loads its models after the handshake: a call before that is answered "still
+        # loading" (after 3 s), so the tests wait until the log says both are loaded.
+        host.wait_until_loaded()
         return host
 
     yield start
