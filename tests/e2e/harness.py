@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -73,20 +74,24 @@ def tail(path: Path, lines: int = 200) -> str:
 
 
 PR_SET_PDEATHSIG = 1
+# Looked up once here: a preexec_fn runs between fork and exec in a process with threads (paho's), where
+# a dlopen could deadlock; the child only makes the call.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 ADDRESS_IN_USE = "address already in use"  # kuiperd (Go) and mosquitto ("Address already in use") say so
 START_ATTEMPTS = 3  # a port another process took between free_port() and the server's bind: pick again
 
 
-def die_with_test_run(signum: int = signal.SIGKILL):
+def die_with_test_run(signum: int = signal.SIGKILL) -> Callable[[], None]:
     """A Popen preexec_fn: the child gets `signum` when the test run (this process) dies, however
     it dies (a timeout, Ctrl-C, SIGKILL of pytest), so no server outlives it.
 
     The signal is tied to the thread that forks: start servers from a thread that lives as long
-    as they do (pytest's main thread). It survives exec (no set-user-ID binary here)."""
+    as they do (pytest's main thread). It survives exec (no set-user-ID binary here).
+    Returns: the preexec_fn. Raises (in the child, so Popen raises): OSError if prctl fails."""
     test_run = os.getpid()
 
     def arm() -> None:
-        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum) != 0:
+        if _PRCTL(PR_SET_PDEATHSIG, signum) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != test_run:  # the test run went before the signal was armed
             os.kill(os.getpid(), signum)
