@@ -5,8 +5,10 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    # Bind to port 0 and let the kernel choose; there is a small race until the
-    # server binds it, which is acceptable on a test machine.
+    """A port that was free a moment ago: for servers that cannot bind port 0 and report the port
+    they got (kuiperd, mosquitto, ffmpeg). Another process may take it before the server binds it
+    (a shared box): the caller starts the server again on a new one when it says "address in use"
+    (tests/e2e/harness.py does). A server that can report its port should bind 0 instead."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
