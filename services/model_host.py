@@ -5,7 +5,9 @@ per core, so concurrent callers use every core, and each call runs the per-frame
 own checks and code (`ModelFunction.check_option` and `serve_one`), so the answer, and the
 one-line error for bad input, is the plugin's.
 """
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from batch_func import BatchFunction, InferenceBatch, LabelImageBatch
@@ -33,10 +35,11 @@ class ModelHost:
             "labelImage": HostedLabelImage(settings),
             "inference": HostedInference(settings),
         }
-        # Copies in use now, and the most ever in use at once, per function: /metrics shows them,
-        # so "two requests at once run on two copies" is something a caller can see.
+        # Copies in use now, the most ever in use at once, and requests waiting for one, per function:
+        # /metrics shows them, so "two requests at once run on two copies" is something a caller can see.
         self.busy = dict.fromkeys(self.functions, 0)
         self.busy_peak = dict.fromkeys(self.functions, 0)
+        self.waiting = dict.fromkeys(self.functions, 0)  # requests waiting for a free copy
         self._counting = threading.Lock()
 
     def start_loading(self) -> None:
@@ -68,12 +71,20 @@ class ModelHost:
         if option is not None:
             function.check_option(option, None)  # before any wait for the model
         models = function.ready_model()
-        with models.borrowed(wait) as model:
-            with self._counting:
-                self.busy[name] += 1
-                self.busy_peak[name] = max(self.busy_peak[name], self.busy[name])
-            try:
+        with contextlib.ExitStack() as held:
+            with self._counted(self.waiting, name):  # waiting for a copy until the borrow returns
+                model = held.enter_context(models.borrowed(wait))
+            with self._counted(self.busy, name):
                 return function.serve_one(model, image, option)
-            finally:
-                with self._counting:
-                    self.busy[name] -= 1
+
+    @contextlib.contextmanager
+    def _counted(self, counts: dict[str, int], name: str) -> Iterator[None]:
+        """counts[name] is one higher for the block (busy also raises busy_peak)."""
+        with self._counting:
+            counts[name] += 1
+            self.busy_peak[name] = max(self.busy_peak[name], self.busy[name])
+        try:
+            yield
+        finally:
+            with self._counting:
+                counts[name] -= 1

@@ -25,14 +25,18 @@ class ServiceMetrics:
                                  ["function", "transport"], buckets=LATENCY_BUCKETS, registry=self.registry)
 
     def watch_copies(self, host: Any) -> None:
-        """Show a ModelHost's copies in use (now, and the most at once since the start) per function."""
+        """Show a ModelHost's copies in use (now, and the most at once since the start) and the requests
+        waiting for one, per function."""
         busy = Gauge("defect_service_copies_busy", "Model copies serving a request now",
                      ["function"], registry=self.registry)
         peak = Gauge("defect_service_copies_busy_peak", "The most model copies that served requests at once",
                      ["function"], registry=self.registry)
+        waiting = Gauge("defect_service_copies_waiting", "Requests waiting for a free model copy",
+                        ["function"], registry=self.registry)
         for name in host.functions:
             busy.labels(name).set_function(lambda name=name: host.busy[name])
             peak.labels(name).set_function(lambda name=name: host.busy_peak[name])
+            waiting.labels(name).set_function(lambda name=name: host.waiting[name])
         copies = Gauge("defect_service_copies", "Model copies per function", ["function"], registry=self.registry)
         for name, function in host.functions.items():
             copies.labels(name).set(function.workers)
