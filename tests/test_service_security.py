@@ -49,7 +49,10 @@ def url(service, path, scheme="http"):
 def refused(args, env=None):
     """The service's exit status and output for a command line it must refuse before serving."""
     service = ServiceProcess(args, env).start()
-    code = service.proc.wait(60)
+    try:
+        code = service.proc.wait(60)
+    finally:
+        service.stop()  # one that serves instead (the old code) must not outlive the test
     service.collector.join(10)
     return code, service.output
 
@@ -489,7 +492,10 @@ def test_a_second_service_on_the_same_grpc_port_exits_2():
         second.grpc_port = first.grpc_port
         second.command[second.command.index("--grpc-port") + 1] = str(first.grpc_port)
         second.start()
-        assert second.proc.wait(60) == 2, second.output
+        try:
+            assert second.proc.wait(60) == 2, second.output
+        finally:
+            second.stop()  # one that bound the port anyway (SO_REUSEPORT) must not outlive the test
         second.collector.join(10)
         assert f"service.py: gRPC cannot listen on {HOST}:{first.grpc_port}" in second.output
         with grpc.insecure_channel(f"{HOST}:{first.grpc_port}") as channel:
