@@ -143,7 +143,8 @@ serve: $(VENV)/.installed models/.built
 	$(PY) services/service.py $(SERVE_ARGS)
 
 # The service for another box: the plugin zip's files plus services/; there, one command:
-# unzip -q defect-service.zip -d defect-service && bash defect-service/services/serve.sh --host 0.0.0.0
+# unzip -q defect-service.zip -d defect-service && bash defect-service/services/serve.sh --host 0.0.0.0 \
+#   --tls-cert cert.pem --tls-key key.pem --api-key-file key   (a network address needs TLS and a key; docs/security.md)
 SERVICE_FILES := $(wildcard services/*.py services/*.proto) services/requirements.txt services/serve.sh
 package-service: build/defect-service.zip
 build/defect-service.zip: build/defect.zip $(SERVICE_FILES)
