@@ -359,13 +359,17 @@ def _check_png_streams(data, row_bytes, idat, text):
     view = memoryview(data)
     stream = zlib.decompressobj()
     inflated = 0
+    corrupt = False
     for start, stop in idat:
         pending = view[start:stop]
-        while pending and not stream.eof:
+        while pending and not stream.eof and not corrupt:
             try:
                 inflated += len(stream.decompress(pending, 1 << 20))
             except zlib.error:
-                return  # corrupt: libpng refuses it itself, or stops reading there
+                # Corrupt: libpng refuses it itself, or stops reading there. The text chunks are
+                # still checked: libpng inflates those before it ever reaches the image data.
+                corrupt = True
+                break
             pending = stream.unconsumed_tail
             if inflated > row_bytes + 1024:
                 raise InputError(f"PNG's image data inflates to over the {row_bytes} bytes its rows take; refused")
