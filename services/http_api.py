@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -340,12 +340,14 @@ def bad_request(message: str) -> HTTPException:
     return HTTPException(400, message)
 
 
-def api_key_check(api_key: str) -> Callable[[str | None], None]:
+def api_key_check(api_key: str) -> Callable[[str | None], Awaitable[None]]:
     """A dependency that refuses requests without the key (declared in OpenAPI, so /docs has "Authorize")."""
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                           description="the service's API key (--api-key-file or DEFECT_API_KEY)")
 
-    def check(given: Annotated[str | None, Depends(header)]) -> None:
+    # async: FastAPI runs a sync dependency in the image handlers' thread pool, which would queue
+    # /metrics (guarded by this check) behind the images again; a compare needs no thread.
+    async def check(given: Annotated[str | None, Depends(header)]) -> None:
         # compare_digest: the time taken does not tell how much of a guess was right.
         if not given or not secrets.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong API key ({API_KEY_HEADER} header)")

@@ -349,6 +349,29 @@ def test_healthz_and_metrics_answer_while_every_image_thread_waits_for_a_copy(bi
         assert metric(service, "defect_service_copies_waiting", function="labelImage") >= 38
 
 
+def test_metrics_with_an_api_key_answers_while_every_image_thread_waits_for_a_copy(big_png):
+    """With an API key (what a service facing a network must have), /metrics' key check was a sync
+    dependency: FastAPI ran it in the image handlers' 40-thread pool, so /metrics queued behind the
+    images again. Every /metrics read below must answer within 3 s, also once the pool is full."""
+    headers = {"X-API-Key": KEY}
+    with running_service(["--workers", "1"], env={"DEFECT_API_KEY": KEY}) as service:
+        def waiting():
+            text = requests.get(url(service, "/metrics"), headers=headers, timeout=3).text
+            return next(sample.value for family in text_string_to_metric_families(text)
+                        for sample in family.samples if sample.name == "defect_service_copies_waiting"
+                        and sample.labels == {"function": "labelImage"})
+
+        def post():
+            with contextlib.suppress(requests.RequestException):  # the service stops with these in its queue
+                requests.post(url(service, "/analyze/labelImage"), data=big_png,
+                              headers={"Content-Type": "image/png", **headers}, timeout=600)
+        for _ in range(60):
+            threading.Thread(target=post, daemon=True).start()
+        wait_until(lambda: waiting() >= 39, 300, "the image requests never filled the thread pool")
+        assert waiting() >= 38  # answered again with the pool still full
+        assert requests.get(url(service, "/metrics"), timeout=3).status_code == 401  # still guarded
+
+
 def test_a_client_that_trickles_its_head_is_dropped(service_for_http):
     """uvicorn times out only idle keep-alive connections: a head sent a byte at a time held a
     connection (and a place under --max-connections) for ever."""
