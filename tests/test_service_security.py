@@ -424,6 +424,23 @@ def test_a_27_mb_k_is_answered_with_a_short_line(service_for_http):
     assert len(deep.content) < 500
 
 
+def test_a_json_body_of_escaped_quotes_is_refused_at_once(service_for_http):
+    """The nesting pre-check's string regex backtracked from every escaped quote of an unclosed
+    string: quadratic, with the GIL held (80 kB took 27 s of CPU; these 600 kB, about 15 minutes)."""
+    body = b'{"image": "x", "id": "' + b"[" * 20 + b'", "k": "' + b'\\"' * 300_000  # brackets: the exact pass
+    answer = requests.post(url(service_for_http, "/analyze/labelImage"), data=body,
+                           headers={"Content-Type": "application/json"}, timeout=60)
+    assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"], answer.text
+    # Brackets inside strings (escaped quotes among them) are still not nesting; outside they are.
+    text = json.dumps({"image": "x", "id": '\\"[[[' * 10 + "{" * 20})
+    inside = requests.post(url(service_for_http, "/analyze/labelImage"), data=text,
+                           headers={"Content-Type": "application/json"}, timeout=60)
+    assert inside.status_code == 400 and "arrays and objects" not in inside.json()["error"], inside.text
+    nested = requests.post(url(service_for_http, "/analyze/labelImage"), data='{"id": ' + "[" * 17 + "]" * 17 + "}",
+                           headers={"Content-Type": "application/json"}, timeout=60)
+    assert nested.status_code == 400 and "arrays and objects" in nested.json()["error"], nested.text
+
+
 def test_a_path_with_cr_lf_forges_no_log_line_and_is_echoed_escaped(service_for_http):
     forged = "service: ready FORGED"
     for path in (f"/analyze/x%0D%0A{forged}", f"/analyze/{'y' * 5000}%0A{forged}"):
