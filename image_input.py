@@ -269,8 +269,8 @@ def _jpeg_walk(data: bytes) -> _JpegWalk:
             return walked(True)  # a bogus length: corrupt, not cut short; the decoder will refuse it
         if marker in _SOF_MARKERS and width is None and pos + 7 <= end:
             height, width = struct.unpack_from(">HH", data, pos + 3)
-        elif marker == _APP1 and not exif_seen and data.startswith(b"Exif\0\0", pos + 2):
-            exif_seen = True  # OpenCV and Pillow read the first EXIF segment
+        elif marker == _APP1 and not exif_seen and not scans and data.startswith(b"Exif\0\0", pos + 2):
+            exif_seen = True  # OpenCV reads the first EXIF segment, and libjpeg none after the first scan
             orientation = _exif_orientation(data[pos + 8:pos + length])
         pos += length
         if pos > end:

@@ -238,6 +238,17 @@ def test_the_size_is_the_decoded_pictures_after_exif_orientation(fmt):
     assert pixels.shape[:2] == (300, 100) and size == (100, 300)
 
 
+def test_an_exif_segment_after_the_scan_does_not_turn_the_reported_size():
+    """libjpeg (so OpenCV) reads markers up to the first scan only: an EXIF orientation 6 placed after
+    it turns no pixel, and the reported size, which scales inference's boxes, must not turn either."""
+    tiff = b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", EXIF_ORIENTATION_TAG, 3, 1, 6, 0) + bytes(4)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
+    data = pillow_bytes(Image.fromarray(np.zeros((100, 300, 3), np.uint8)), "JPEG")
+    assert data.endswith(b"\xff\xd9")
+    pixels, size = decode_image(data[:-2] + app1 + data[-2:], **LIMITS)
+    assert pixels.shape[:2] == (100, 300) and size == (300, 100)
+
+
 @pytest.mark.parametrize("depth, color", [(8, 0), (16, 6), (1, 0), (2, 3), (4, 3), (8, 2)])
 @pytest.mark.parametrize("width, height", [(2, 2), (3, 7), (9, 17), (100, 3), (33, 65)])
 def test_interlaced_and_low_bit_depth_pngs_decode(depth, color, width, height):
