@@ -74,7 +74,7 @@ def inference(anomalib_settings):
     """The public `inference` function (argument checks, decoding, model) on the export."""
     function = Inference(anomalib_settings)
     function.start_loading()
-    function.ready_model()
+    assert function.loaded.wait(120) and function.error is None, function.error  # ready_model waits only 3 s
     return function
 
 

@@ -239,6 +239,7 @@ def test_defect_model_tflite_segments_the_dog():
 def test_input_caps_come_from_config():
     function = LabelImage(with_keys(label={"threads": 1}, input={"max_pixels": 300_000, "max_bytes": 600_000}))
     function.start_loading()
+    assert function.loaded.wait(120) and function.error is None, function.error  # a call before: "still loading"
     assert function.exec([read_b64("images", "cat.bmp")], None)[0]["label"] == "286:Egyptian cat"  # 524 KB, 175 kpx
     with pytest.raises(InputError, match=r"1280x720 = 921600 pixels, over the limit of 300000 \(input.max_pixels\)"):
         function.exec([read_b64("images", "cat_720p.jpg")], None)
