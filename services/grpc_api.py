@@ -183,7 +183,8 @@ def mark_serving_when_loaded(host: ModelHost, health_servicer: health.HealthServ
 
 class Admission(grpc.ServerInterceptor):
     """Bounds the calls each class may hold at once, refusing the rest with RESOURCE_EXHAUSTED, and
-    cancels a request stream whose caller sends nothing for `idle_seconds`.
+    cancels a request stream whose caller sends nothing for `idle_seconds` (a health Watch, which
+    has no request stream, after `idle_seconds` in all).
 
     Classes: "stream" (the Defect streams), "open" (every other streaming call: reflection, health
     Watch), "unary" (the Defect unary calls). Health Check is in none: it answers from memory at
@@ -236,6 +237,12 @@ class Admission(grpc.ServerInterceptor):
                 context.add_callback(release)  # a cancelled call too
                 if handler.request_streaming:
                     request_or_iterator = IdleLimited(request_or_iterator, context, self.waiting)
+                elif group == "open":
+                    # A health Watch: no key guards it and its caller sends nothing after the request,
+                    # so no idle time ever resets; its whole life is bounded instead (watchers
+                    # reconnect), else a few held open keep every other watcher out for ever.
+                    lifetime = IdleLimited(iter(()), context, self.waiting)
+                    self.waiting[lifetime] = time.monotonic()
                 try:
                     result = behavior(request_or_iterator, context)
                     if handler.response_streaming:

@@ -279,6 +279,27 @@ def test_an_idle_stream_is_cancelled_and_its_place_freed():
         assert [r.id for r in stub.LabelImageStream(iter(frames), timeout=60)] == ["0", "1", "2"]
 
 
+def test_health_watches_held_open_without_a_key_end_and_free_their_places():
+    """Health Watch needs no key and its caller sends nothing after its request, so the idle timeout
+    never fired: 4 Watches held open took every place of the reflection and health-watch class for
+    ever, and every later Watch was RESOURCE_EXHAUSTED (measured: still so 65 s later)."""
+    with running_service(["--stream-idle-timeout", "2"], grpc=True) as service, \
+            grpc.insecure_channel(f"{HOST}:{service.grpc_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        held = [health.Watch(health_pb2.HealthCheckRequest(), timeout=120) for _ in range(4)]
+        try:
+            assert {next(watch).status for watch in held} == {health_pb2.HealthCheckResponse.SERVING}
+            for watch in held:  # each ends once its time is up, rather than at the 120 s deadline
+                with pytest.raises(grpc.RpcError) as ended:
+                    next(watch)
+                assert ended.value.code() == grpc.StatusCode.CANCELLED, ended.value
+            assert next(health.Watch(health_pb2.HealthCheckRequest(), timeout=30)).status \
+                == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            for watch in held:
+                watch.cancel()
+
+
 def test_a_unary_call_waits_for_a_busy_copy_only_until_its_deadline(big_png):
     """Before: `free.get()` waited for ever, so the caller saw DEADLINE_EXCEEDED and the thread stayed
     taken. Now the call ends a little before its deadline with UNAVAILABLE, saying why."""
