@@ -180,9 +180,14 @@ class LabelImage(ModelFunction):
     usage = "labelImage(image [, k])"
     section = "label"
 
-    def build(self, settings: dict) -> Any:
+    def load_model(self) -> Any:
+        # label.runtime auto and threads 0 are measured together: one set of rounds, one log line.
         import label  # the runtime loads here, off the handshake path
-        return label.labeler_from_settings(settings)
+        return label.labeler_from_settings(self.settings, self.name, measure_threads=True)
+
+    def build(self, settings: dict) -> Any:
+        import label
+        return label.labeler_from_settings(settings, self.name)  # a window copy: auto's earlier choice
 
     def check_option(self, k: Any, model: Any) -> int:
         """k, the number of labels: a whole number from 1 to the model's class count."""
