@@ -299,7 +299,7 @@ def option_value(text: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting ([[[...) is no number either, not a 500
         return text
 
 

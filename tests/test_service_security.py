@@ -462,6 +462,20 @@ def test_a_json_body_of_escaped_quotes_is_refused_at_once(service_for_http):
     assert nested.status_code == 400 and "arrays and objects" in nested.json()["error"], nested.text
 
 
+def test_a_deeply_nested_option_is_a_400_not_an_internal_error(service_for_http):
+    """An option sent as text (query or form field) is read with json.loads, whose RecursionError on
+    deep nesting is no ValueError: it was a 500 and a logged traceback, not the option's one line."""
+    deep = "[" * 15_000  # 45 kB in a query, under the 64 kB head
+    for name, kwargs in (("query", {"params": {"k": deep}, "data": read(PARROT),
+                                    "headers": {"Content-Type": "image/jpeg"}}),
+                         ("form field", {"files": {"image": ("p.jpg", read(PARROT), "image/jpeg")},
+                                         "data": {"k": deep}})):
+        answer = requests.post(url(service_for_http, "/analyze/labelImage"), timeout=60, **kwargs)
+        assert answer.status_code == 400, (name, answer.status_code, answer.text[:300])
+        error = answer.json()["error"]
+        assert error.startswith("k must be a whole number") and len(error) < 400, (name, error)
+
+
 def test_a_path_with_cr_lf_forges_no_log_line_and_is_echoed_escaped(service_for_http):
     forged = "service: ready FORGED"
     for path in (f"/analyze/x%0D%0A{forged}", f"/analyze/{'y' * 5000}%0A{forged}"):
