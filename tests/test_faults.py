@@ -35,15 +35,29 @@ def test_broken_models_answer_clearly_and_recover_when_files_come_back(broken_pl
     assert_one_line_error(host.exec("inference", surface), "inference model could not be loaded")
 
     # README: "putting good files back recovers on the next call". That call notices the changed
-    # file and waits for the reload (within its budget), so it is answered correctly: no retries.
+    # file and waits for the reload, up to 3 s (label_func.MODEL_WAIT_SECONDS).
+    mark = len(host.output())
     (models / "mobilenet_v2_1.0_224_quant.tflite").write_bytes(good_label_model)
-    reply = host.exec("labelImage", cat)
+    reply = recovered(host, "labelImage", cat, mark)
     assert reply["state"] is True and reply["result"][0]["label"] == "286:Egyptian cat", reply
     assert_one_line_error(host.exec("inference", surface), "inference model could not be loaded")  # still broken
 
+    mark = len(host.output())
     (models / "model.bin").write_bytes(good_weights)
-    reply = host.exec("inference", surface)
+    reply = recovered(host, "inference", surface, mark)
     assert reply["state"] is True and reply["result"]["defect"] == 2, reply
     assert host.worker_pid() == worker  # never restarted: the same worker recovered
     # The absent GPU was replaced by the CPU, said once in the log.
     assert host.output().count("OpenVINO device GPU is not available here") == 1
+
+
+def recovered(host, symbol, value, mark):
+    """The answer once good files are back. The next call reloads the model and waits for it up to
+    3 s; a reload that takes longer (a slow or busy CPU) gets the one documented transient answer,
+    "still loading", and the call after the worker says the model is loaded is served. Nothing
+    else is accepted, and no timeout is retried."""
+    reply = host.exec(symbol, value)
+    if reply == {"state": False, "result": f"{symbol} model is still loading; the next frames will be served"}:
+        host.wait_for_output(f"{symbol}: model loaded", after=mark)
+        reply = host.exec(symbol, value)
+    return reply

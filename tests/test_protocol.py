@@ -20,6 +20,7 @@ from synthetic_surface import surface_image
 @pytest.fixture(scope="module")
 def host(plugin_dir):
     host = PluginHost(plugin_dir, python=sys.executable)
+    host.wait_until_loaded()  # a call before would be answered "still loading" on a slow or busy box
     yield host
     output = host.close()
     print(output[-3000:])
@@ -120,6 +121,7 @@ def test_every_function_serves_again_after_a_plugin_restart(host):
     old_pid = host.process.pid
     host.restart_process(replay="inference")
     assert host.process.pid != old_pid
+    host.wait_until_loaded()  # the new process's log: no call is made before its models are loaded
     # As in kuiperd (mangos REP, connection.go Req): the first request goes out as the reply to the
     # dead process's last message; the socket drops it (that pipe is closed) and the next thing
     # received is the new process's handshake, so the request is sent again, to the new process.
