@@ -2,6 +2,7 @@
 
 The bottom layer: every other module may import it, it imports none of them.
 """
+import json
 from collections.abc import Callable
 
 
@@ -32,5 +33,15 @@ def shown(value: object, encode: Callable[[object], str] = repr, limit: int = EC
     with its full length said, so a 27 MB value costs 200 bytes and no 27 MB copy."""
     if isinstance(value, (str, bytes)) and len(value) > limit:
         return f"{encode(value[:limit])}... ({len(value)} characters)"
+    if encode is json.dumps and isinstance(value, (list, dict)):
+        # Encoded lazily, only as far as shown: json.dumps of a k of 10 million numbers took
+        # 0.95 s and 58 MB to show 200 characters of them.
+        text = ""
+        for chunk in json.JSONEncoder().iterencode(value):
+            text += chunk
+            if len(text) > limit:
+                kind = "an array" if isinstance(value, list) else "an object"
+                return f"{text[:limit]}... ({kind} of {len(value)} items)"
+        return text
     text = encode(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
