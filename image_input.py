@@ -56,6 +56,10 @@ MAX_GIF_STRAY_BYTES = 1024  # bytes between blocks, which Pillow skips one at a 
 MAX_TIFF_ENTRIES = 1000  # entries of the first directory (real ones have 10 to 100)
 MAX_WEBP_CHUNKS = 10_000  # top-level chunks (an animation has one per frame)
 MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10; each scan is a pass over the whole image
+# EXIF bytes of a PNG (eXIf chunks) or a WebP (its EXIF chunk): as much as a JPEG's APP1 holds, so all a
+# camera writes. OpenCV's EXIF reader copies every text entry's whole value: 65,535 entries each
+# declaring 4 MB of one PNG eXIf chunk took 25 s of CPU, 10,000 of 1 MB in a WebP 13 s.
+MAX_EXIF_BYTES = 65_536
 
 
 def image_bytes(value: Any, max_bytes: int) -> bytes:
@@ -330,7 +334,7 @@ def _png_header(data):
         if columns > 0 and rows > 0:
             row_bytes += rows * (1 + (columns * bits + 7) // 8)
     idat, text = [], []
-    pos, chunks = 8, 0
+    pos, chunks, exif = 8, 0, 0
     while pos + 8 <= end:
         length, kind = struct.unpack_from(">I4s", data, pos)
         chunks += 1
@@ -342,10 +346,13 @@ def _png_header(data):
             idat.append((start, min(start + length, end)))
         elif kind in _PNG_COMPRESSED_TEXT:
             text.append((kind, start, min(start + length, end)))
+        elif kind == b"eXIf":
+            exif += min(start + length, end) - start
         elif kind == b"IEND":
             break
     if not idat:
         raise InputError("PNG is truncated or corrupt: it has no image data (IDAT)")
+    _check_exif_size("PNG", exif)
     return _Header("PNG", width, height, png_streams=(row_bytes, tuple(idat), tuple(text)))
 
 
@@ -398,6 +405,12 @@ def _check_png_streams(data, row_bytes, idat, text):
             if budget < 0:
                 raise InputError(f"PNG's compressed text and ICC chunks inflate to over "
                                  f"{MAX_PNG_TEXT_INFLATED} bytes; refused")
+
+
+def _check_exif_size(shown_format, exif):
+    if exif > MAX_EXIF_BYTES:
+        raise InputError(f"{shown_format}'s EXIF data is {exif} bytes, over the {MAX_EXIF_BYTES} "
+                         "a camera writes; refused")
 
 
 # --- GIF: blocks, to the first image ------------------------------------------------------------
@@ -484,7 +497,7 @@ def _tiff_header(data):
 def _webp_header(data):
     """The canvas (VP8X) or the first bitstream's size: what libwebp decodes."""
     end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
-    pos, chunks = 12, 0
+    pos, chunks, exif = 12, 0, 0
     size = None
     while pos + 8 <= end:
         chunks += 1
@@ -492,6 +505,8 @@ def _webp_header(data):
             raise InputError(f"WebP has over {MAX_WEBP_CHUNKS} chunks; refused")
         kind, length = struct.unpack_from("<4sI", data, pos)
         body = data[pos + 8:pos + 8 + min(length, 16)]
+        if kind == b"EXIF":
+            exif += min(pos + 8 + length, end) - (pos + 8)
         if size is None:
             if kind == b"VP8X" and len(body) >= 10:
                 size = (1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little"))
@@ -503,6 +518,7 @@ def _webp_header(data):
         pos += 8 + length + (length & 1)
     if size is None:
         raise InputError("WebP is truncated or corrupt: it has no image size")
+    _check_exif_size("WebP", exif)
     return _Header("WEBP", *size)
 
 

@@ -7,6 +7,7 @@ then the 875 KB PNG bomb goes through the three front doors: the plugin over nng
 HTTP and gRPC ports, measuring the serving process (VmHWM). The timings live in bench/bombs.py.
 """
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -48,6 +49,29 @@ def test_a_text_bomb_before_corrupt_image_data_is_refused_within_bounds():
     before = b"".join(crafted.png_chunk(b"zTXt", b"k%d\0\0" % i + text) for i in range(100))
     result = measure(crafted.png(2, 2, idat=b"\x78\x9c\xff\xff\xff\xff", before=before))
     assert result["refused"] and "inflate" in result["answer"] and "\n" not in result["answer"], result
+    assert result["cpu_seconds"] < CPU_SECONDS, result
+    assert result["rss_growth_mb"] < RSS_GROWTH_MB, result
+
+
+def exif_of_long_texts(entries, size):
+    """A big-endian EXIF (TIFF) block of `size` bytes whose first directory has `entries` entries,
+    each an ImageDescription (ASCII) declaring nearly the whole block as its text."""
+    data = b"MM\0*" + struct.pack(">IH", 8, entries) + struct.pack(">HHII", 0x010E, 2, size - 16, 8) * entries
+    return data + bytes(4) + b"A" * (size - len(data) - 4)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WebP"])
+def test_an_exif_block_of_long_texts_is_refused_within_bounds(fmt):
+    """OpenCV's EXIF reader copies each text entry's whole value: a PNG eXIf chunk of 65,535 entries
+    declaring 4 MB each took 25 s of CPU (decoded 2x2), a WebP EXIF chunk of 10,000 of 1 MB 13 s."""
+    if fmt == "PNG":
+        data = crafted.png(2, 2, before=crafted.png_chunk(b"eXIf", exif_of_long_texts(65535, 4_000_000)))
+    else:
+        vp8x = crafted.riff_chunk(b"VP8X", bytes([0x08, 0, 0, 0]) + (1).to_bytes(3, "little") * 2)  # EXIF flag
+        exif = crafted.riff_chunk(b"EXIF", exif_of_long_texts(10_000, 1_000_000))
+        data = crafted.webp(vp8x + crafted.webp_2x2_chunks() + exif)
+    result = measure(data)
+    assert result["refused"] and "EXIF" in result["answer"] and "\n" not in result["answer"], result
     assert result["cpu_seconds"] < CPU_SECONDS, result
     assert result["rss_growth_mb"] < RSS_GROWTH_MB, result
 
