@@ -60,6 +60,9 @@ MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10; each scan is a pass ove
 # camera writes. OpenCV's EXIF reader copies every text entry's whole value: 65,535 entries each
 # declaring 4 MB of one PNG eXIf chunk took 25 s of CPU, 10,000 of 1 MB in a WebP 13 s.
 MAX_EXIF_BYTES = 65_536
+# EXIF segments of a JPEG: OpenCV parses every one before the first scan, not only the first it uses
+# (300 of 64 KiB in 19.5 MB: 6.7 s of CPU). Cameras write one.
+MAX_JPEG_EXIF_SEGMENTS = 4
 
 
 def image_bytes(value: Any, max_bytes: int) -> bytes:
@@ -248,7 +251,7 @@ def _jpeg_walk(data: bytes) -> _JpegWalk:
     end = len(data)
     pos = 2  # after SOI
     width = height = None
-    orientation, exif_seen, scans = 1, False, 0
+    orientation, exif_segments, scans = 1, 0, 0
 
     def walked(complete):
         return _JpegWalk(complete, width, height, orientation)
@@ -273,9 +276,12 @@ def _jpeg_walk(data: bytes) -> _JpegWalk:
             return walked(True)  # a bogus length: corrupt, not cut short; the decoder will refuse it
         if marker in _SOF_MARKERS and width is None and pos + 7 <= end:
             height, width = struct.unpack_from(">HH", data, pos + 3)
-        elif marker == _APP1 and not exif_seen and not scans and data.startswith(b"Exif\0\0", pos + 2):
-            exif_seen = True  # OpenCV reads the first EXIF segment, and libjpeg none after the first scan
-            orientation = _exif_orientation(data[pos + 8:pos + length])
+        elif marker == _APP1 and not scans and data.startswith(b"Exif\0\0", pos + 2):  # libjpeg: none after
+            exif_segments += 1
+            if exif_segments > MAX_JPEG_EXIF_SEGMENTS:
+                raise InputError(f"JPEG has over {MAX_JPEG_EXIF_SEGMENTS} EXIF segments (cameras write one); refused")
+            if exif_segments == 1:  # OpenCV applies the first EXIF segment's orientation
+                orientation = _exif_orientation(data[pos + 8:pos + length])
         pos += length
         if pos > end:
             return walked(False)

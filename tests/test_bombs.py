@@ -60,11 +60,17 @@ def exif_of_long_texts(entries, size):
     return data + bytes(4) + b"A" * (size - len(data) - 4)
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "WebP"])
+@pytest.mark.parametrize("fmt", ["PNG", "WebP", "JPEG"])
 def test_an_exif_block_of_long_texts_is_refused_within_bounds(fmt):
     """OpenCV's EXIF reader copies each text entry's whole value: a PNG eXIf chunk of 65,535 entries
-    declaring 4 MB each took 25 s of CPU (decoded 2x2), a WebP EXIF chunk of 10,000 of 1 MB 13 s."""
-    if fmt == "PNG":
+    declaring 4 MB each took 25 s of CPU (decoded 2x2), a WebP EXIF chunk of 10,000 of 1 MB 13 s. A
+    JPEG's APP1 holds 64 KiB, but OpenCV parses every EXIF APP1: 300 of them (19.5 MB) took 6.7 s."""
+    if fmt == "JPEG":
+        block = b"Exif\0\0" + exif_of_long_texts(5400, 65000)
+        app1 = crafted.jpeg_segment(0xE1, block)
+        ok, plain = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+        data = plain.tobytes()[:2] + app1 * 300 + plain.tobytes()[2:]
+    elif fmt == "PNG":
         data = crafted.png(2, 2, before=crafted.png_chunk(b"eXIf", exif_of_long_texts(65535, 4_000_000)))
     else:
         vp8x = crafted.riff_chunk(b"VP8X", bytes([0x08, 0, 0, 0]) + (1).to_bytes(3, "little") * 2)  # EXIF flag
