@@ -138,6 +138,14 @@ class ImageLabeler:
             raise ValueError(f"{labels_path} has {len(self.labels)} labels but the model has {classes} classes")
         self.top_k = top_k
         self.lock = threading.Lock()  # one interpreter (infer request), one invocation at a time
+        self.settled = threading.Event()  # set once the runtime is final (labeler_from_settings' measure_later)
+        self.settled.set()
+
+    def adopt(self, other: "ImageLabeler") -> None:
+        """Serve with `other`'s runtime from the next call on; `other` was built from the same files
+        (same input size, labels and output quantisation). The runtime this one had is let go."""
+        with self.lock:
+            self.runner, self.runtime, self.threads = other.runner, other.runtime, other.threads
 
     @property
     def size(self) -> tuple[int, int]:
@@ -189,7 +197,8 @@ def auto_runtimes() -> tuple[tuple[str, ...], str]:
     return ("openvino",), f"litert not tried on {machine} (set label.runtime to litert to use it)"
 
 
-def labeler_from_settings(settings: Settings, what: str = "labelImage", measure_threads: bool = False) -> ImageLabeler:
+def labeler_from_settings(settings: Settings, what: str = "labelImage", measure_threads: bool = False,
+                          measure_later: Callable[[Callable[[], None]], None] | None = None) -> ImageLabeler:
     """The labeller that validated settings (settings.load_settings) describe.
 
     label.runtime `auto` builds both runtimes (auto_runtimes), times them in alternating rounds on
@@ -203,6 +212,11 @@ def labeler_from_settings(settings: Settings, what: str = "labelImage", measure_
         what: the function name the log line starts with.
         measure_threads: label.threads 0 means 1 thread against every core, measured in the same
             rounds as the runtimes (the plugin's load); otherwise 0 means every core.
+        measure_later: given, `auto` returns LiteRT at once (at label.threads, 0: every core), so
+            frames are served within a fraction of what loading OpenVINO takes, and hands
+            measure_later a job that measures both runtimes as above and switches the labeller to
+            the fastest (ImageLabeler.adopt; `settled` is set when done); measure_later runs it once
+            the other models have loaded. If LiteRT fails to load, everything is measured now.
     Raises:
         What ImageLabeler raises, when no candidate could be built (thread_tuning.fastest).
     """
@@ -220,6 +234,10 @@ def labeler_from_settings(settings: Settings, what: str = "labelImage", measure_
         return build(conf["runtime"], conf["threads"])()
     runtimes, left_out = auto_runtimes()
     model_key = (conf["model"], _mtime(conf["model"]))
+    if measure_later and len(runtimes) > 1:
+        quick = _serving_first(settings, what, measure_threads, measure_later)
+        if quick:
+            return quick
     builds, decided_now = {}, False
     for n in thread_choices() if measure else (conf["threads"] or usable_cores(),):
         kept = _runtime_kept.get((*model_key, n))
@@ -234,6 +252,28 @@ def labeler_from_settings(settings: Settings, what: str = "labelImage", measure_
     if decided_now:  # a window copy that takes the kept runtime says nothing
         log.info(measured_line(what, measured, len({n for _, n in builds}) > 1, left_out))
     return measured.model
+
+
+def _serving_first(settings: Settings, what: str, measure_threads: bool,
+                   measure_later: Callable[[Callable[[], None]], None]) -> ImageLabeler | None:
+    """LiteRT to serve while both runtimes are measured later, or None if LiteRT cannot load."""
+    try:
+        quick = labeler_from_settings({**settings, "label": {**settings["label"], "runtime": "litert"}}, what)
+    except Exception as e:  # whatever LiteRT raises: measure now, the line says why it was left out
+        log.info("%s: LiteRT could not load to serve first (%s); measuring the runtimes now", what, first_line(e))
+        return None
+    quick.settled.clear()
+
+    def measure_and_switch() -> None:
+        try:
+            quick.adopt(labeler_from_settings(settings, what, measure_threads))
+        except Exception as e:  # LiteRT, already serving, stays
+            log.error("%s: runtime auto could not be measured, LiteRT stays: %s", what, first_line(e))
+        finally:
+            quick.settled.set()
+
+    measure_later(measure_and_switch)
+    return quick
 
 
 def measured_line(what: str, measured: Measured, measured_threads: bool, left_out: str = "") -> str:

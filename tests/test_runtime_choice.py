@@ -81,9 +81,14 @@ def test_auto_keeps_the_runtime_its_line_reports_faster_and_frees_the_other(sett
     assert alive == [kept], builds  # the slower one's runtime was let go
 
 
-def test_the_plugin_measures_runtime_and_threads_in_one_line(settings, builds, caplog):
+def test_the_plugin_serves_litert_first_then_keeps_the_fastest_of_one_line(settings, builds, caplog):
+    """The plugin's load: LiteRT serves at once; runtime and threads are then measured in one set of
+    rounds (one line), and the labeller switches to the fastest."""
     with caplog.at_level(logging.INFO):
         labeler = LabelImage(with_label(settings, runtime="auto", threads=0)).load_model()
+        serving_first = labeler.runtime
+        assert labeler.settled.wait(300), "the runtime measurement did not end"
+    assert serving_first == "litert" and builds[0][:2] == ["litert", 0], builds  # at every core, not measured
     [line] = runtime_lines(caplog)
     assert not [r for r in caplog.records if r.name == "thread_tuning"]  # no second measurement
     measured = figures(line)
@@ -96,7 +101,8 @@ def test_the_plugin_measures_runtime_and_threads_in_one_line(settings, builds, c
         runtime, threads = keeping.group(1), 1
     assert (runtime, threads) in fastest(measured), line
     assert (labeler.runtime, labeler.threads) == (runtime, threads)
-    assert len(builds) == len(measured)  # one build a figure: nothing built twice
+    assert labeler.label(cat(labeler))[0]["label"] == "286:Egyptian cat"
+    assert len(builds) == 1 + len(measured)  # LiteRT to serve first, then one build a figure
 
 
 @pytest.mark.parametrize("runtime,other", [("litert", "openvino"), ("openvino", "litert")])
@@ -112,13 +118,13 @@ def test_an_explicit_runtime_skips_the_measurement(settings, builds, caplog, run
 def test_window_copies_take_the_runtime_measured_once(settings, builds, caplog):
     conf = {**with_label(settings, runtime="auto", threads=0), "batch": {**settings["batch"], "workers": 2}}
     with caplog.at_level(logging.INFO, logger="label"):
-        LabelImage(conf).load_model()  # the worker loads the per-frame function first
+        assert LabelImage(conf).load_model().settled.wait(300)  # the worker loads the per-frame function first
         copies = LabelImageBatch(conf).load_model()
     [line] = runtime_lines(caplog)  # measured once for both functions
     measured = figures(line)
     kept_at_one = copies.models[0].runtime
     assert (kept_at_one, 1) in fastest(measured, threads=1), line
-    copy_builds = builds[len(measured):]
+    copy_builds = builds[1 + len(measured):]
     assert [(r, n) for r, n, _ in copy_builds] == [(kept_at_one, 1)] * 2, builds  # nothing else loaded
     assert [m.runtime for m in copies.models] == [kept_at_one] * 2
 
@@ -146,6 +152,18 @@ def test_a_runtime_that_fails_to_load_leaves_the_other_and_the_line_says_why(set
     assert labeler.runtime == "openvino"
     assert "litert could not be loaded: ModuleNotFoundError: No module named 'ai_edge_litert'" in line, line
     assert line.endswith("keeping openvino; set label.runtime in config to override"), line
+
+
+def test_without_litert_the_plugin_measures_at_once_and_keeps_openvino(settings, builds, caplog, monkeypatch):
+    def absent(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'ai_edge_litert'")
+
+    monkeypatch.setattr(label, "LiteRTRunner", absent)
+    with caplog.at_level(logging.INFO, logger="label"):
+        labeler = LabelImage(with_label(settings, runtime="auto", threads=1)).load_model()
+    assert labeler.runtime == "openvino" and labeler.settled.is_set()
+    [line] = runtime_lines(caplog)
+    assert "litert could not be loaded: ModuleNotFoundError" in line and "keeping openvino" in line, line
 
 
 def test_a_bad_model_file_is_the_error_when_no_runtime_loads(settings, builds, tmp_path):
