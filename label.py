@@ -119,9 +119,11 @@ class ImageLabeler:
     """One loaded classifier; `label(bgr)` returns [{"confidence", "label": "286:Egyptian cat"}, ...]."""
 
     def __init__(self, model_path: str, labels_path: str, top_k: int = DEFAULTS["top_k"], threads: int = 0, *,
-                 runtime: str, openvino_read: Callable[[str], tuple[Any, Any]] | None = None):
+                 runtime: str, openvino_read: Callable[[str], tuple[Any, Any]] | None = None,
+                 labels_read: Callable[[str], list[str]] = read_labels):
         """runtime: `litert` or `openvino` (`auto` is measured by labeler_from_settings); threads 0: every core;
-        openvino_read: OpenVINORunner's `read`.
+        openvino_read: OpenVINORunner's `read`; labels_read: reads the labels file (candidates built
+        together share one, so the file is read once: it may be a pipe).
         Raises FileNotFoundError, ValueError (labels that do not fit), or what the runtime raises."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -132,7 +134,7 @@ class ImageLabeler:
         _, self.height, self.width, _ = self.runner.input_shape
         self.input_is_float = self.runner.input_is_float
         self.output_scale, self.output_zero = self.runner.output_scale, self.runner.output_zero
-        self.labels = read_labels(labels_path)
+        self.labels = labels_read(labels_path)
         classes = self.runner.classes
         if len(self.labels) != classes:
             raise ValueError(f"{labels_path} has {len(self.labels)} labels but the model has {classes} classes")
@@ -221,11 +223,13 @@ def labeler_from_settings(settings: Settings, what: str = "labelImage", measure_
         What ImageLabeler raises, when no candidate could be built (thread_tuning.fastest).
     """
     conf = settings["label"]
-    read = functools.cache(read_for_openvino)  # the OpenVINO candidates read the file once; dropped on return
+    # The candidates read each file once (the OpenVINO read takes about a second; the labels may
+    # come from a pipe); dropped on return.
+    read, labels = functools.cache(read_for_openvino), functools.cache(read_labels)
 
     def build(runtime: str, threads: int) -> Callable[[], ImageLabeler]:
         return lambda: ImageLabeler(conf["model"], conf["labels"], conf["top_k"], threads, runtime=runtime,
-                                    openvino_read=read)
+                                    openvino_read=read, labels_read=labels)
 
     measure = measure_threads and not conf["threads"]
     if conf["runtime"] != "auto":

@@ -28,9 +28,9 @@ def builds(monkeypatch):
     tried = []
 
     class Spy(label.ImageLabeler):
-        def __init__(self, model_path, labels_path, top_k=5, threads=0, *, runtime, openvino_read=None):
+        def __init__(self, model_path, labels_path, top_k=5, threads=0, *, runtime, **readers):
             tried.append([runtime, threads, None])
-            super().__init__(model_path, labels_path, top_k, threads, runtime=runtime, openvino_read=openvino_read)
+            super().__init__(model_path, labels_path, top_k, threads, runtime=runtime, **readers)
             tried[-1][2] = weakref.ref(self)
 
     monkeypatch.setattr(label, "ImageLabeler", Spy)
