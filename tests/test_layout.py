@@ -15,9 +15,10 @@ from paths import REPO
 # Lower layers never import higher ones. A new plugin module gets a layer here.
 LAYERS = {
     "errors": 0, "exit_now": 0,
-    "settings": 1, "image_input": 1, "thread_tuning": 1, "supervisor": 1, "rule_revival": 1,
+    "settings": 1, "thread_tuning": 1, "supervisor": 1, "rule_revival": 1,
     "openvino_runtime": 1,
-    "command_line": 2,
+    # image_input reads the input caps' defaults from settings' schema (OpenCV's own cap before cv2 loads).
+    "command_line": 2, "image_input": 2,
     "label": 3, "inference": 3, "function_server": 3,
     "label_func": 4,
     "batch_func": 5,
