@@ -1,6 +1,6 @@
 """The gRPC service (services/defect.proto) over one ModelHost: unary and streaming calls, health, reflection.
 
-    server = build_grpc_server(host, "127.0.0.1:50051", api_key=None, tls=None)
+    server, port = build_grpc_server(host, "127.0.0.1:50051", api_key=None, tls=None)  # port 0: any free one
     server.start()
 
 Unary calls answer with the plugin function's answer, or INVALID_ARGUMENT with the plugin's one
@@ -52,6 +52,9 @@ OPEN_STREAMS = 4  # reflection and health Watch streams at once: no key guards t
 UNARY_PER_COPY = 4  # unary calls at once per model copy: the rest of them wait for a copy
 HEALTH_THREADS = 4  # threads no bounded class can take: health Check always has one
 COPY_WAIT_SECONDS = 30.0  # a unary call without a deadline waits at most this long for a model copy
+# A connection's TLS (or plain HTTP/2 preface) handshake: gRPC's default lets one that sends nothing
+# hold its socket for 120 s; the HTTP side (http_api.HANDSHAKE_SECONDS) allows the same 10 s.
+HANDSHAKE_MS = 10_000
 
 
 class DefectService(defect_pb2_grpc.DefectServicer):
@@ -326,8 +329,9 @@ def refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str)
 def build_grpc_server(host: ModelHost, address: str, api_key: str | None = None,
                       tls: tuple[bytes, bytes] | None = None, metrics: ServiceMetrics | None = None,
                       client_ca: bytes | None = None, max_streams: int = MAX_STREAMS,
-                      idle_seconds: float = IDLE_SECONDS) -> grpc.Server:
-    """The gRPC server for host's models on address ("127.0.0.1:50051"), not yet started.
+                      idle_seconds: float = IDLE_SECONDS) -> tuple[grpc.Server, int]:
+    """The gRPC server for host's models on address ("127.0.0.1:50051"), not yet started, and the
+    port it bound (the one address names, or the free one the system picked for port 0).
 
     api_key: when set, Defect calls need it as `x-api-key` metadata. tls: (certificate chain PEM,
     private key PEM) for TLS. client_ca: PEM of the CA whose certificates callers must present
@@ -335,6 +339,7 @@ def build_grpc_server(host: ModelHost, address: str, api_key: str | None = None,
     both transports). max_streams: Defect streams at once; idle_seconds: a stream's most time
     without a message from its caller. The standard health service answers NOT_SERVING until both
     models are loaded, then SERVING (NOT_SERVING if one failed); server reflection lists every service.
+    A connection must finish its handshake within HANDSHAKE_MS.
     Raises RuntimeError when the address cannot be bound (in use: SO_REUSEPORT is off).
     """
     functions = host.functions.values()
@@ -351,7 +356,7 @@ def build_grpc_server(host: ModelHost, address: str, api_key: str | None = None,
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc-call"),
         interceptors=interceptors, maximum_concurrent_rpcs=4 * threads,
         options=[("grpc.max_receive_message_length", message_cap), ("grpc.max_send_message_length", message_cap),
-                 ("grpc.so_reuseport", 0)])
+                 ("grpc.so_reuseport", 0), ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS)])
     defect_pb2_grpc.add_DefectServicer_to_server(DefectService(host, copies, metrics or ServiceMetrics()), server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -365,8 +370,8 @@ def build_grpc_server(host: ModelHost, address: str, api_key: str | None = None,
 
     if tls:
         certificate_chain, private_key = tls
-        server.add_secure_port(address, grpc.ssl_server_credentials(
+        port = server.add_secure_port(address, grpc.ssl_server_credentials(
             [(private_key, certificate_chain)], root_certificates=client_ca, require_client_auth=client_ca is not None))
     else:
-        server.add_insecure_port(address)
-    return server
+        port = server.add_insecure_port(address)
+    return server, port

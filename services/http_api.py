@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -50,6 +51,9 @@ JSON_ESCAPE = re.compile(rb"\\.", re.DOTALL)
 JSON_STRING = re.compile(rb'"[^"]*"')
 HEADER_SECONDS = 10.0  # from a connection's (or a keep-alive request's) first byte to its last header line
 HEADER_BYTES = 64 * 1024  # request line and headers; uvicorn's httptools parser has no limit of its own
+# A TLS handshake's bound (asyncio's default, which uvicorn keeps, is 60 s): the head timer above
+# starts only once the handshake is done, and --max-connections counts a connection only from then.
+HANDSHAKE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -411,3 +415,32 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class GuardedServer(uvicorn.Server):
+    """uvicorn's server with each TLS handshake bounded to HANDSHAKE_SECONDS.
+
+    uvicorn creates its listeners without asyncio's ssl_handshake_timeout (60 s by default), so a
+    client that opens TCP to the HTTPS port and sends nothing, or half a ClientHello, holds the
+    connection for a minute before GuardedHttpProtocol even exists, outside --max-connections.
+    Here uvicorn starts with no listener of its own (its lifespan and state as usual) and this
+    class creates one per socket given to run(), with the bound. Only for run(sockets=...).
+    """
+
+    async def startup(self, sockets: list | None = None) -> None:
+        if sockets is None:
+            raise ValueError("GuardedServer serves the sockets given to run(sockets=...) only")
+        await super().startup(sockets=[])  # lifespan and server state; no listener
+        self.started = False  # until the listeners below serve ("ready" waits for it)
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            # As uvicorn's own Server.startup builds each connection's protocol.
+            return config.http_protocol_class(config=config, server_state=self.server_state,
+                                              app_state=self.lifespan.state, _loop=_loop)
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            self.servers.append(await loop.create_server(
+                create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog,
+                ssl_handshake_timeout=HANDSHAKE_SECONDS if config.ssl else None))
+        self.started = True

@@ -2,6 +2,8 @@
 
     python services/service.py --host 127.0.0.1 --http-port 8084 --grpc-port 50051
 
+A port given as `any` is one the system picks; the "listening" line names the ports bound.
+
 Only wiring: the plugin's config and environment (settings.load_settings), the models loading
 in the background (the HTTP port answers 503 until they are in), an optional API key and TLS
 (mutual TLS with --tls-client-ca) for both, and a clean stop on SIGTERM or Ctrl-C.
@@ -31,13 +33,20 @@ from command_line import OneLineArgumentParser  # noqa: E402
 from errors import ConfigError, first_line  # noqa: E402
 from exit_now import exit_now  # noqa: E402
 from services.grpc_messages import API_KEY_VAR, IDLE_SECONDS, MAX_STREAMS, read_api_key  # noqa: E402
-from services.http_api import API_KEY_HEADER, BODY_SECONDS, GuardedHttpProtocol, create_app  # noqa: E402
+from services.http_api import API_KEY_HEADER, BODY_SECONDS, GuardedHttpProtocol, GuardedServer, create_app  # noqa: E402
 from services.model_host import ModelHost  # noqa: E402
 from services.service_metrics import ServiceMetrics  # noqa: E402
 from settings import load_settings  # noqa: E402
 
 MIN_KEY_BYTES = 32  # e.g. `openssl rand -hex 32` (64 characters); shorter ones are guessable offline
 MAX_CONNECTIONS = 256  # HTTP connections at once; beyond, 503
+ANY_PORT = "any"  # a free port the system picks (a word: 0 already means "no gRPC" for --grpc-port)
+BIND_ATTEMPTS = 5  # a name with two addresses on `any`: the second family's bind may find the port taken
+
+
+def port_number(text: str) -> int | str:
+    """A --*-port value: a number, or ANY_PORT. Raises ValueError otherwise (argparse's one line)."""
+    return ANY_PORT if text == ANY_PORT else int(text)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,8 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 to face a network: with TLS and an "
                              "API key or --tls-client-ca, else --insecure)")
-    parser.add_argument("--http-port", type=int, default=8084, help="HTTP port (default 8084)")
-    parser.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0: no gRPC)")
+    parser.add_argument("--http-port", type=port_number, default=8084,
+                        help="HTTP port (default 8084; any: a free one, named in the \"listening\" line)")
+    parser.add_argument("--grpc-port", type=port_number, default=50051,
+                        help="gRPC port (default 50051; 0: no gRPC; any: a free one, named in the \"listening\" line)")
     parser.add_argument("--api-key-file", metavar="FILE",
                         help=f"a file holding the API key callers must send ({API_KEY_HEADER} header, "
                              f"x-api-key gRPC metadata); or set {API_KEY_VAR}")
@@ -81,10 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 < args.stream_idle_timeout <= 86400:
         parser.error(f"--stream-idle-timeout must be over 0 and at most 86400 s, got {args.stream_idle_timeout:g}")
     # uvicorn takes a port over 65535 modulo 65536 (and 0 as any port): the URLs printed would be wrong.
-    if not 1 <= args.http_port <= 65535:
-        parser.error(f"--http-port must be from 1 to 65535, got {args.http_port}")
-    if not 0 <= args.grpc_port <= 65535:
-        parser.error(f"--grpc-port must be from 0 (no gRPC) to 65535, got {args.grpc_port}")
+    if not (args.http_port == ANY_PORT or 1 <= args.http_port <= 65535):
+        parser.error(f"--http-port must be from 1 to 65535 or any, got {args.http_port}")
+    if not (args.grpc_port == ANY_PORT or 0 <= args.grpc_port <= 65535):
+        parser.error(f"--grpc-port must be from 0 (no gRPC) to 65535 or any, got {args.grpc_port}")
     if not 0 < args.body_timeout <= 3600:
         parser.error(f"--body-timeout must be over 0 and at most 3600 seconds, got {args.body_timeout:g}")
     if args.workers < 0:
@@ -126,6 +137,19 @@ def faces_a_network(host: str) -> bool:
     return not all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
+def network_refusal(host: str, tls: bool, key: bool, client_ca: bool, insecure: bool) -> str | None:
+    """Protected mode: the line refusing to serve `host`, or None to serve it.
+
+    Callers on a network must prove who they are (an API key or a client certificate), over TLS so
+    the key and the images cannot be read on the way; --insecure says the operator means otherwise.
+    Args: the --host value; whether TLS, an API key, a client CA (mutual TLS) and --insecure are given.
+    Returns: the one line for stderr (exit 2), or None."""
+    if not faces_a_network(host) or (tls and (key or client_ca)) or insecure:
+        return None
+    return (f"service.py: --host {host} faces a network: give an API key (--api-key-file or {API_KEY_VAR}) "
+            f"or --tls-client-ca, with --tls-cert and --tls-key; or add --insecure to serve it without")
+
+
 def announce_when_loaded(host: ModelHost, server: uvicorn.Server, urls: list[str]) -> None:
     """One line once both models are in (or failed) and HTTP listens: "ready" means calls are served."""
     host.wait_loaded()
@@ -141,18 +165,25 @@ def announce_when_loaded(host: ModelHost, server: uvicorn.Server, urls: list[str
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
     """A listening socket on every address `host` names, as uvicorn binds them itself (a name such
-    as localhost: its IPv4 and its IPv6 address). OSError if one cannot listen."""
-    addresses = dict.fromkeys((family, address[:2]) for family, _, _, _, address in
-                              socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
-    sockets: list[socket.socket] = []
-    try:
-        for family, address in addresses:
-            sockets.append(socket.create_server(address, family=family))  # IPv6 ones are IPv6-only
-    except OSError:
-        for bound in sockets:
-            bound.close()
-        raise
-    return sockets
+    as localhost: its IPv4 and its IPv6 address), all on one port: `port`, or for 0 the one the
+    system gives the first. Raises OSError if one cannot listen."""
+    addresses = list(dict.fromkeys((family, address[:2]) for family, _, _, _, address in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)))
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        sockets: list[socket.socket] = []
+        chosen = port
+        try:
+            for family, address in addresses:
+                # IPv6 ones are IPv6-only; with port 0, the others take the port the first one got.
+                sockets.append(socket.create_server((address[0], chosen), family=family))
+                chosen = sockets[0].getsockname()[1]
+            return sockets
+        except OSError:
+            for bound in sockets:
+                bound.close()
+            if port != 0 or len(sockets) == 0 or attempt == BIND_ATTEMPTS:
+                raise  # only a port the system chose may be taken on the second family: choose again
+    raise AssertionError("unreachable")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,12 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"service.py: {e}", file=sys.stderr)
         return 2
-    # Protected mode: callers on a network must prove who they are (a key or a client certificate),
-    # over TLS so the key and the images cannot be read on the way.
-    if faces_a_network(args.host) and not (tls and (key or client_ca)) and not args.insecure:
-        print(f"service.py: --host {args.host} faces a network: give an API key (--api-key-file or {API_KEY_VAR}) "
-              f"or --tls-client-ca, with --tls-cert and --tls-key; or add --insecure to serve it without",
-              file=sys.stderr)
+    refusal = network_refusal(args.host, bool(tls), bool(key), bool(client_ca), args.insecure)
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 2
 
     host = ModelHost(settings, args.workers)
@@ -180,37 +208,40 @@ def main(argv: list[str] | None = None) -> int:
 
     scheme = "https" if tls else "http"
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
-    urls = [f"{scheme}://{shown_host}:{args.http_port} (docs: /docs)"]
+    http_port, grpc_port = (0 if port == ANY_PORT else port for port in (args.http_port, args.grpc_port))
     metrics = ServiceMetrics()  # one registry: /metrics counts HTTP and gRPC calls
     metrics.watch_copies(host)
     # Both ports are bound before any model loads and before "listening" is printed: a port in use
     # is one line and exit 2, not uvicorn's ERROR line and exit 3 after a false "listening" line.
     try:
-        http_sockets = listening_sockets(args.host, args.http_port)
+        http_sockets = listening_sockets(args.host, http_port)
     except OSError as e:
-        print(f"service.py: HTTP cannot listen on {shown_host}:{args.http_port}: {e.strerror or first_line(e)}",
+        print(f"service.py: HTTP cannot listen on {shown_host}:{http_port}: {e.strerror or first_line(e)}",
               file=sys.stderr)
         return 2
+    # The port bound, which `any` (0) leaves to the system: the URLs below name it.
+    urls = [f"{scheme}://{shown_host}:{http_sockets[0].getsockname()[1]} (docs: /docs)"]
     grpc_server = None
     if args.grpc_port:
         from services.grpc_api import build_grpc_server  # gRPC's modules load only when it is served
         try:
-            grpc_server = build_grpc_server(host, f"{shown_host}:{args.grpc_port}", key, tls, metrics, client_ca,
-                                            args.max_streams, args.stream_idle_timeout)
+            grpc_server, grpc_port = build_grpc_server(host, f"{shown_host}:{grpc_port}", key, tls, metrics,
+                                                       client_ca, args.max_streams, args.stream_idle_timeout)
         except RuntimeError as e:  # grpcio's answer to a port in use or an address it cannot bind
-            print(f"service.py: gRPC cannot listen on {shown_host}:{args.grpc_port}: {first_line(e)}",
+            print(f"service.py: gRPC cannot listen on {shown_host}:{grpc_port}: {first_line(e)}",
                   file=sys.stderr)
             return 2
         grpc_server.start()
-        urls.append(f"grpc{'s' if tls else ''}://{shown_host}:{args.grpc_port}")
+        urls.append(f"grpc{'s' if tls else ''}://{shown_host}:{grpc_port}")
     host.start_loading()  # only now: a port in use above ends the process before any model load begins
     print(f"service: listening on {' and '.join(urls)}; loading the models", flush=True)
     app = create_app(host, settings["input"]["max_bytes"], key, metrics, args.body_timeout)
     # No access log: a request line is the caller's text (http_api logs what it must with errors.shown).
     # limit_concurrency: connections (and requests) at once, 503 beyond; GuardedHttpProtocol drops
     # a client that trickles its request head.
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=args.host, port=args.http_port, log_level="warning", access_log=False, http=GuardedHttpProtocol,
+    # GuardedServer: TLS handshakes bounded (http_api.HANDSHAKE_SECONDS).
+    server = GuardedServer(uvicorn.Config(
+        app, host=args.host, port=http_port, log_level="warning", access_log=False, http=GuardedHttpProtocol,
         limit_concurrency=args.max_connections, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
         ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED if args.tls_client_ca else ssl.CERT_NONE,
         timeout_graceful_shutdown=5))

@@ -1,34 +1,48 @@
-"""services/service.py run as a real process on 127.0.0.1, for the service's tests and bench."""
+"""services/service.py run as a real process on 127.0.0.1, for the service's tests and bench.
+
+The service binds its ports itself (`--http-port any --grpc-port any`) and names them in its
+"listening" line: no port is picked here and then taken by another process before the bind.
+It gets SIGKILL when the test run dies (harness.die_with_test_run), so a killed pytest leaves no service.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 
-from free_port import free_port
-
 from paths import REPO
+
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+from harness import die_with_test_run
 
 SERVICE = os.path.join(REPO, "services", "service.py")
 HOST = "127.0.0.1"
+LISTENING = "service: listening on "
+# The listening line's URLs: http(s)://host:port (docs: /docs) and grpc(s)://host:port.
+HTTP_URL = re.compile(r"https?://[^ ]+:(\d+) ")
+GRPC_URL = re.compile(r"grpcs?://[^ ;]+:(\d+)")
 
 
 class ServiceProcess:
-    """One service process; its combined output is collected line by line in `lines`."""
+    """One service process; its combined output is collected line by line in `lines`.
+
+    http_port, grpc_port: fixed ports to ask for (a test of a port in use); by default the service
+    binds free ones, read from its "listening" line when first asked for (http_port, grpc_port)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                 module: bool = False, grpc: bool = False):
-        self.http_port = free_port()
-        self.grpc_port = free_port() if grpc else 0
+                 module: bool = False, grpc: bool = False, http_port: int | None = None,
+                 grpc_port: int | None = None):
+        self._http_port = http_port
+        self._grpc_port = grpc_port if grpc_port is not None else None if grpc else 0
         entry = ["-m", "services.service"] if module else [SERVICE]
-        self.command = [sys.executable, *entry, "--host", HOST, "--http-port", str(self.http_port),
-                        "--grpc-port", str(self.grpc_port), *args]
+        self.command = [sys.executable, *entry, "--host", HOST, "--http-port", str(http_port or "any"),
+                        "--grpc-port", str("any" if self._grpc_port is None else self._grpc_port), *args]
         self.env = {**os.environ, **(env or {})}
         self.cwd = REPO if module else cwd
         self.lines: list[str] = []
@@ -38,9 +52,29 @@ class ServiceProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def http_port(self) -> int:
+        """The HTTP port: the one asked for, else the one the "listening" line names (waits for it)."""
+        if self._http_port is None:
+            self._http_port = int(HTTP_URL.search(self.listening_line()).group(1))
+        return self._http_port
+
+    @property
+    def grpc_port(self) -> int:
+        """The gRPC port (0: no gRPC): the one asked for, else the one the "listening" line names."""
+        if self._grpc_port is None:
+            self._grpc_port = int(GRPC_URL.search(self.listening_line()).group(1))
+        return self._grpc_port
+
+    def listening_line(self, timeout: float = 60) -> str:
+        self.wait_for(LISTENING, timeout)
+        return next(line for line in self.lines if line.startswith(LISTENING))
+
     def start(self) -> ServiceProcess:
+        # The main thread starts it (pytest's, bench's): the parent-death signal follows the thread that forks.
         self.proc = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                     preexec_fn=die_with_test_run())
         self.collector = threading.Thread(target=self._collect, daemon=True)
         self.collector.start()
         return self
@@ -61,15 +95,8 @@ class ServiceProcess:
             time.sleep(0.05)
 
     def wait_listening(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.output}")
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.http_port), timeout=0.5):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"service did not listen on {self.http_port} within {timeout} s:\n{self.output}")
-            time.sleep(0.05)
+        """Until the service listens: it binds both ports before it prints its "listening" line."""
+        self.listening_line(timeout)
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM and the exit status; the group is killed if it does not stop in time."""

@@ -47,10 +47,9 @@ def host(settings):
 
 
 def serve(host, **kwargs):
-    address = f"127.0.0.1:{free_port()}"
-    server = build_grpc_server(host, address, **kwargs)
+    server, port = build_grpc_server(host, "127.0.0.1:0", **kwargs)  # the port the system gives, no race
     server.start()
-    return server, address
+    return server, f"127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -313,7 +313,10 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "site.json"
     bad.write_text('{"defect": {"treshold": 0.4}}')
     service = ServiceProcess([], env={"DEFECT_CONFIG": str(bad)}).start()
-    assert service.proc.wait(60) == 2
+    try:
+        assert service.proc.wait(60) == 2
+    finally:
+        service.stop()  # one that serves anyway (a regression) must not outlive the test
     service.collector.join(10)  # every line read
     lines = service.output.strip().splitlines()
     assert len(lines) == 1 and "unknown key defect.treshold" in lines[0] and "did you mean defect.threshold" in lines[0]
@@ -324,7 +327,10 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
 def test_an_option_out_of_range_is_refused_before_anything_listens(option, value):
     """uvicorn would listen on 70000 modulo 65536 (4464) and print a URL nothing answers on."""
     service = ServiceProcess([option, value]).start()
-    assert service.proc.wait(60) == 2, service.output
+    try:
+        assert service.proc.wait(60) == 2, service.output
+    finally:
+        service.stop()
     service.collector.join(10)
     assert f"service.py: error: {option} must be" in service.output and "listening" not in service.output
 
@@ -335,11 +341,11 @@ def test_an_http_port_in_use_is_one_line_and_exit_2_before_any_model_loads():
     with socket.socket() as taken:
         taken.bind((HOST, 0))
         taken.listen()
-        service = ServiceProcess([])
-        service.http_port = taken.getsockname()[1]
-        service.command[service.command.index("--http-port") + 1] = str(service.http_port)
-        service.start()
-        assert service.proc.wait(60) == 2, service.output
+        service = ServiceProcess([], http_port=taken.getsockname()[1]).start()
+        try:
+            assert service.proc.wait(60) == 2, service.output
+        finally:
+            service.stop()  # one that serves anyway (a regression) must not outlive the test
     service.collector.join(10)
     lines = service.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"service.py: HTTP cannot listen on {HOST}:{service.http_port}: "
@@ -350,11 +356,11 @@ def test_a_grpc_port_in_use_is_one_line_and_exit_2():
     with socket.socket() as taken:
         taken.bind((HOST, 0))
         taken.listen()
-        service = ServiceProcess([], grpc=True)
-        service.grpc_port = taken.getsockname()[1]
-        service.command[service.command.index("--grpc-port") + 1] = str(service.grpc_port)
-        service.start()
-        assert service.proc.wait(60) == 2, service.output
+        service = ServiceProcess([], grpc_port=taken.getsockname()[1]).start()
+        try:
+            assert service.proc.wait(60) == 2, service.output
+        finally:
+            service.stop()
     service.collector.join(10)
     assert f"service.py: gRPC cannot listen on {HOST}:{service.grpc_port}: " in service.output
     assert "Traceback" not in service.output

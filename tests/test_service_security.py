@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from paths import REPO, fixture_path
 from service_process import HOST, ServiceProcess, running_service
 from services import defect_pb2, defect_pb2_grpc
+from services.service import network_refusal
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -109,12 +110,26 @@ def test_a_network_address_without_key_and_tls_is_refused_unless_insecure(tmp_pa
     # A key without TLS is not enough either: the key would cross the network in clear.
     code, output = refused(["--host", "0.0.0.0"], env={"DEFECT_API_KEY": KEY})
     assert code == 2 and "--insecure" in output
-    # The operator says so: served (0.0.0.0 includes 127.0.0.1, where the test calls).
-    with running_service(["--host", "0.0.0.0", "--insecure"]) as service:
-        assert requests.get(url(service, "/healthz"), timeout=30).status_code == 200
+    # What is served on a network address (--insecure, a key or a client CA over TLS) is decided by
+    # network_refusal, tested below: a test server listens on 127.0.0.1 only, never on the network.
     # Loopback needs nothing.
     with running_service(["--host", "localhost"]) as service:
         assert requests.get(url(service, "/healthz"), timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7"])
+def test_protected_mode_serves_a_network_address_only_with_tls_and_a_key_or_a_client_ca_or_insecure(host):
+    """The decision the service makes before it binds, for addresses a test must not listen on."""
+    def refusal(tls=False, key=False, client_ca=False, insecure=False):
+        return network_refusal(host, tls, key, client_ca, insecure)
+    for alone in ({}, {"tls": True}, {"key": True}, {"client_ca": True}, {"key": True, "client_ca": True}):
+        line = refusal(**alone)
+        assert line and line.startswith(f"service.py: --host {host} faces a network") and "--insecure" in line, alone
+    assert refusal(tls=True, key=True) is None
+    assert refusal(tls=True, client_ca=True) is None  # mutual TLS alone may face a network
+    assert refusal(insecure=True) is None  # the operator says so
+    for loopback in ("127.0.0.1", "127.8.9.10", "::1", "localhost"):
+        assert network_refusal(loopback, False, False, False, False) is None, loopback
 
 
 @pytest.mark.parametrize("key", ["short-key", "x" * 31])
@@ -190,14 +205,14 @@ def write_pem(directory, name, pair):
 
 def test_mutual_tls_on_http_and_grpc(tmp_path):
     """--tls-client-ca: a caller with a certificate the CA signed is served on both transports; one
-    without, or with a certificate of another CA, fails the handshake. mTLS alone may face a network."""
+    without, or with a certificate of another CA, fails the handshake. (That mTLS alone may face a
+    network is network_refusal's test: this server listens on 127.0.0.1.)"""
     ca = certificate("defect test CA", ca=True)
     ca_pem, _ = write_pem(tmp_path, "ca", ca)
     server_cert, server_key = write_pem(tmp_path, "server", certificate("server", ca, server=True))
     client_cert, client_key = write_pem(tmp_path, "client", certificate("camera-7", ca))
     stranger_cert, stranger_key = write_pem(tmp_path, "stranger", certificate("stranger"))
-    args = ["--host", "0.0.0.0", "--tls-cert", str(server_cert), "--tls-key", str(server_key),
-            "--tls-client-ca", str(ca_pem)]
+    args = ["--tls-cert", str(server_cert), "--tls-key", str(server_key), "--tls-client-ca", str(ca_pem)]
     with running_service(args, grpc=True) as service:
         endpoint = url(service, "/analyze/labelImage?k=1", "https")
         image = read(PARROT)
@@ -221,6 +236,47 @@ def test_mutual_tls_on_http_and_grpc(tmp_path):
             with grpc.secure_channel(address, credentials) as channel, pytest.raises(grpc.RpcError) as answer:
                 defect_pb2_grpc.DefectStub(channel).LabelImage(request, timeout=20)
             assert answer.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def held_for(port, hello):
+    """Seconds until the server ends a connection that sends `hello` and then nothing (at most 30: held)."""
+    with socket.create_connection((HOST, port), timeout=30) as conn:
+        conn.sendall(hello)
+        start = time.monotonic()
+        try:
+            while conn.recv(4096):  # an alert, then the end; a 30 s wait for nothing is a timeout
+                pass
+        except TimeoutError:
+            return 30.0
+        except ConnectionResetError:
+            pass
+        return time.monotonic() - start
+
+
+def test_a_tls_handshake_that_never_finishes_is_dropped_on_both_transports(tmp_path):
+    """A client that opens TCP to the TLS port and sends nothing, or half a ClientHello, was held 60 s
+    on HTTP (asyncio's default handshake timeout, outside the head timer and --max-connections) and
+    120 s on gRPC (gRPC core's default); the service bounds both to 10 s, asserted here below 30 s."""
+    ca = certificate("defect test CA", ca=True)
+    ca_pem, _ = write_pem(tmp_path, "ca", ca)
+    server_cert, server_key = write_pem(tmp_path, "server", certificate("server", ca, server=True))
+    # A TLS record header and a ClientHello's first bytes, announcing 200 bytes that never come.
+    partial_hello = bytes.fromhex("16030100c8010000c40303")
+    with running_service(["--tls-cert", str(server_cert), "--tls-key", str(server_key)], grpc=True) as service:
+        probes = [(port, hello) for port in (service.http_port, service.grpc_port) for hello in (b"", partial_hello)]
+        held = [0.0] * len(probes)
+
+        def probe(i):
+            held[i] = held_for(*probes[i])
+        threads = [threading.Thread(target=probe, args=(i,)) for i in range(len(probes))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert all(0 < seconds < 30 for seconds in held), dict(zip(probes, held, strict=True))
+        print(f"held (s): {dict(zip(probes, (round(seconds, 1) for seconds in held), strict=True))}")
+        # The server still serves TLS: the bound ends stalled handshakes, not slow good ones.
+        assert requests.get(url(service, "/healthz", "https"), verify=str(ca_pem), timeout=30).status_code == 200
 
 
 # ---------------------------------------------------------------- gRPC under load
@@ -575,10 +631,7 @@ def test_two_requests_at_once_run_on_two_model_copies(big_png):
 def test_a_second_service_on_the_same_grpc_port_exits_2():
     """SO_REUSEPORT is off: grpcio's default let a second process bind the port and take half the calls."""
     with running_service(grpc=True) as first:
-        second = ServiceProcess([], grpc=True)
-        second.grpc_port = first.grpc_port
-        second.command[second.command.index("--grpc-port") + 1] = str(first.grpc_port)
-        second.start()
+        second = ServiceProcess([], grpc_port=first.grpc_port).start()
         try:
             assert second.proc.wait(60) == 2, second.output
         finally:
