@@ -56,21 +56,30 @@ class ServiceProcess:
     def http_port(self) -> int:
         """The HTTP port: the one asked for, else the one the "listening" line names (waits for it)."""
         if self._http_port is None:
-            self._http_port = int(HTTP_URL.search(self.listening_line()).group(1))
+            self.read_ports()
         return self._http_port
 
     @property
     def grpc_port(self) -> int:
         """The gRPC port (0: no gRPC): the one asked for, else the one the "listening" line names."""
         if self._grpc_port is None:
-            self._grpc_port = int(GRPC_URL.search(self.listening_line()).group(1))
+            self.read_ports()
         return self._grpc_port
 
-    def listening_line(self, timeout: float = 60) -> str:
+    def read_ports(self, timeout: float = 60) -> None:
+        """Both ports from the "listening" line (waits for it), so a restart asks for both again."""
         self.wait_for(LISTENING, timeout)
-        return next(line for line in self.lines if line.startswith(LISTENING))
+        line = next(line for line in self.lines if line.startswith(LISTENING))
+        if self._http_port is None:
+            self._http_port = int(HTTP_URL.search(line).group(1))
+        if self._grpc_port is None:
+            self._grpc_port = int(GRPC_URL.search(line).group(1))
 
     def start(self) -> ServiceProcess:
+        """Start the process; started again after stop(), it asks for the ports it had (callers keep their URLs)."""
+        for option, port in (("--http-port", self._http_port), ("--grpc-port", self._grpc_port)):
+            if port and option in self.command and self.command[self.command.index(option) + 1] == "any":
+                self.command[self.command.index(option) + 1] = str(port)
         # The main thread starts it (pytest's, bench's): the parent-death signal follows the thread that forks.
         self.proc = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -96,7 +105,7 @@ class ServiceProcess:
 
     def wait_listening(self, timeout: float = 60) -> None:
         """Until the service listens: it binds both ports before it prints its "listening" line."""
-        self.listening_line(timeout)
+        self.read_ports(timeout)
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM and the exit status; the group is killed if it does not stop in time."""
@@ -118,6 +127,7 @@ def running_service(args: list[str] | None = None, env: dict[str, str] | None = 
     service = ServiceProcess(args or [], env, **kwargs).start()
     try:
         service.wait_for("service: ready")
+        service.read_ports()
         yield service
     finally:
         service.stop()

@@ -187,7 +187,7 @@ class _CameraServer(ThreadingHTTPServer):
 
     def __init__(self, camera: "HttpCamera"):
         self.camera = camera
-        super().__init__((HOST, camera.port), _CameraHandler)
+        super().__init__((HOST, camera.port or 0), _CameraHandler)  # 0 the first time: a free port, no race
 
 
 class _CameraHandler(BaseHTTPRequestHandler):
@@ -236,8 +236,7 @@ class HttpCamera:
         self.clip = Path(clip)
         if not self.clip.is_file():
             raise FileNotFoundError(f"no clip at {self.clip}")
-        self.port = port or free_port()
-        self.url = f"http://{HOST}:{self.port}/cam"
+        self.port = port  # None: the port the first start() gets from the system
         self.ffmpeg = ensure_ffmpeg()
         self.quality = quality  # mjpeg -q:v: 2 is the finest; ffmpeg's default bitrate would blur defects
         self.served = 0  # clients served so far
@@ -256,12 +255,20 @@ class HttpCamera:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:PORT/cam, once start() has bound the port."""
+        if self.port is None:
+            raise RuntimeError("the camera has no port before its first start()")
+        return f"http://{HOST}:{self.port}/cam"
+
     def start(self) -> None:
         """Serve (again) on the same URL; returns once the port accepts connections."""
         with self._lock:
             if self._server is not None:
                 return
             self._server = _CameraServer(self)
+            self.port = self._server.server_address[1]  # the one bound; a restart binds it again
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"http-camera-{self.port}", daemon=True)
         self._thread.start()
