@@ -24,7 +24,12 @@ def test_the_service_zip_serves_from_a_directory_of_its_own(tmp_path):
     unpacked = tmp_path / "defect-service"
     with zipfile.ZipFile(SERVICE_ZIP) as z:
         z.extractall(unpacked)
-    service = ServiceProcess([], env={"DEFECT_PYTHON": sys.executable}, cwd=str(tmp_path), grpc=True)
+    # LiteRT maps its model file, which shows below which models the service runs on (label.runtime auto
+    # may keep OpenVINO, which reads the file into memory).
+    overlay = tmp_path / "litert.json"
+    overlay.write_text('{"label": {"runtime": "litert"}}')
+    service = ServiceProcess([], env={"DEFECT_PYTHON": sys.executable, "DEFECT_CONFIG": str(overlay)},
+                             cwd=str(tmp_path), grpc=True)
     service.command = ["bash", str(unpacked / "services" / "serve.sh"), *service.command[2:]]
     service.start()
     try:
