@@ -131,7 +131,6 @@ test-fast: lint package package-offline package-service
 
 bench: package kuiperd
 	$(PY) bench/run.py
-	$(PY) bench/runtimes.py
 	$(PY) bench/throughput.py
 	$(PY) bench/service.py
 	$(PY) bench/grpc_stream.py

@@ -9,9 +9,6 @@ import json
 import logging
 import os
 import threading
-import time
-import weakref
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,10 +45,7 @@ class ModelFunction(Function, abc.ABC):
     usage = ""
     section = ""  # config section with the model's file paths
 
-    created: "weakref.WeakSet[ModelFunction]" = weakref.WeakSet()  # every function of the process
-
     def __init__(self, settings: dict):
-        ModelFunction.created.add(self)
         self.settings = settings
         self.model = None
         self.error = None
@@ -186,26 +180,9 @@ class LabelImage(ModelFunction):
     usage = "labelImage(image [, k])"
     section = "label"
 
-    def load_model(self) -> Any:
-        # label.runtime auto: LiteRT serves at once; both runtimes (with threads 0, at 1 thread and every
-        # core, in the same rounds) are measured once the other models have loaded, and the faster takes over.
-        import label  # the runtime loads here, off the handshake path
-        return label.labeler_from_settings(self.settings, self.name, measure_threads=True,
-                                           measure_later=self.after_other_loads)
-
-    def after_other_loads(self, job: Callable[[], None]) -> None:
-        """Runs job in the background once no other function here is loading (a measurement beside
-        a load would time that load too, and would delay it), holding LOADING as a load does."""
-        def run() -> None:
-            while any(f is not self and f.loading.locked() for f in list(ModelFunction.created)):
-                time.sleep(0.1)
-            with LOADING:
-                job()
-        threading.Thread(target=run, name=f"measure-{self.name}", daemon=True).start()
-
     def build(self, settings: dict) -> Any:
-        import label
-        return label.labeler_from_settings(settings, self.name)  # a window copy: auto's earlier choice
+        import label  # the runtime loads here, off the handshake path
+        return label.labeler_from_settings(settings)
 
     def check_option(self, k: Any, model: Any) -> int:
         """k, the number of labels: a whole number from 1 to the model's class count."""

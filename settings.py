@@ -147,8 +147,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "labels": _key("models/imagenet_labels.txt", file_path(), path=True),
         "top_k": _key(5, whole(1)),  # above the class count, every class is returned
         "threads": _key(0, whole(0, 1024)),  # 0: measured at load
-        # auto: on x86_64 LiteRT and OpenVINO (reading the same .tflite) measured at load, the faster kept;
-        # OpenVINO elsewhere (label.labeler_from_settings, label.auto_runtimes).
+        # auto: LiteRT on x86_64, OpenVINO (reading the same .tflite) elsewhere (label.resolve_runtime).
         "runtime": _key("auto", name_of("auto", "litert", "openvino")),
     },
     "defect": {

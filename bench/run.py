@@ -46,9 +46,7 @@ LABEL_INPUTS = ["cat VGA", "cat 720p", "cat 1080p"]
 INFERENCE_INPUTS = LABEL_INPUTS + ["surface VGA", "surface 720p", "surface 1080p"]
 SURFACE_DEFECTS = 3
 TARGETS = {"no_picture": 1.15, "picture": 1.3, "label_1080p": 1.5, "baseline": 10.0,
-           # rss_mb: label.runtime auto builds both runtimes once to measure them (about 313 MB at the peak
-           # here, 250 MB steady, against 180 MB with one runtime); label.runtime litert keeps the old figure.
-           "handshake_s": 1.0, "rss_mb": 330.0}
+           "handshake_s": 1.0, "rss_mb": 250.0}
 
 
 class InferenceWithoutPicture(Inference):

@@ -131,7 +131,7 @@ import json, os, sys
 sys.path[:0] = [{repo!r}, {tests!r}]
 from label_func import LabelImage
 from test_config import cat, thread_count, with_keys
-function = LabelImage(with_keys(label={{"threads": {threads}, "runtime": "litert"}}))  # auto might keep OpenVINO
+function = LabelImage(with_keys(label={{"threads": {threads}}}))
 before = thread_count()
 model = function.load_model()
 top = model.label(cat())[0]["label"]

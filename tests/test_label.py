@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+import label
 from answers import PHOTOS, label_differences
 from image_input import decode_image
 from label import ImageLabeler, labeler_from_settings
@@ -60,19 +61,17 @@ def test_k_limits_the_answer(labeler, settings):
 
 def test_labels_must_match_the_model(settings):
     with pytest.raises(ValueError, match="labels but the model has"):
-        ImageLabeler(settings["label"]["model"], fixture_path("models", "pascal_voc_segmentation_labels.txt"),
-                     runtime="litert")
+        ImageLabeler(settings["label"]["model"], fixture_path("models", "pascal_voc_segmentation_labels.txt"))
 
 
 def test_broken_model_fails_to_load(settings):
     with pytest.raises(RuntimeError):
-        ImageLabeler(fixture_path("models", "model_invoking_error.tflite"), settings["label"]["labels"],
-                     runtime="litert")
+        ImageLabeler(fixture_path("models", "model_invoking_error.tflite"), settings["label"]["labels"])
 
 
 def test_missing_model_says_which_file(settings):
     with pytest.raises(FileNotFoundError, match="nowhere.tflite"):
-        ImageLabeler(os.path.join("models", "nowhere.tflite"), settings["label"]["labels"], runtime="litert")
+        ImageLabeler(os.path.join("models", "nowhere.tflite"), settings["label"]["labels"])
 
 
 def test_openvino_runtime_gives_litert_answers(settings):
@@ -88,8 +87,9 @@ def test_openvino_runtime_gives_litert_answers(settings):
     assert not any(differences.values()), differences
 
 
-
-def test_a_labeler_runs_one_named_runtime(settings):
-    """`auto` is chosen by measurement in labeler_from_settings (tests/test_runtime_choice.py), not here."""
-    with pytest.raises(ValueError, match="runtime must be one of openvino, litert, got 'auto'"):
-        ImageLabeler(settings["label"]["model"], settings["label"]["labels"], runtime="auto")
+def test_auto_runtime_is_litert_on_x86_64_and_openvino_elsewhere(monkeypatch):
+    for machine, runtime in (("x86_64", "litert"), ("AMD64", "litert"), ("aarch64", "openvino"),
+                             ("armv7l", "openvino")):
+        monkeypatch.setattr(label.platform, "machine", lambda machine=machine: machine)
+        assert label.resolve_runtime("auto") == runtime
+    assert label.resolve_runtime("litert") == "litert" and label.resolve_runtime("openvino") == "openvino"

@@ -1,15 +1,12 @@
 """threads: 0 measures 1 thread against every core while the model loads; a number in the config wins."""
-import gc
 import logging
 import re
 import time
-import weakref
 
 import numpy as np
-import pytest
 
 from label_func import Inference, LabelImage
-from thread_tuning import fastest, fastest_threads
+from thread_tuning import fastest_threads
 
 
 class Sleeper:
@@ -40,46 +37,8 @@ def test_one_core_needs_no_measurement(monkeypatch):
     assert built == [1]
 
 
-def test_a_candidate_that_fails_to_build_is_left_out_and_the_rest_freed(monkeypatch):
-    built = []
-
-    def build(name, seconds):
-        def make():
-            if seconds is None:
-                raise ImportError(f"no {name} here")
-            built.append(weakref.ref(model := Sleeper(name, seconds)))
-            return model
-        return make
-
-    measured = fastest({"absent": build("absent", None), "slow": build("slow", 0.02), "fast": build("fast", 0.001)},
-                       Sleeper.call)
-    assert (measured.kept, measured.model.threads) == ("fast", "fast")
-    assert set(measured.ms) == {"slow", "fast"} and measured.failed == {"absent": "ImportError: no absent here"}
-    gc.collect()
-    assert [ref() is not None for ref in built] == [False, True]  # the slower candidate is not held
-
-    alone = fastest({"absent": build("absent", None), "only": build("only", 0)}, Sleeper.call)
-    assert (alone.kept, alone.ms) == ("only", {})  # nothing to compare: not timed
-
-
-def test_when_nothing_builds_the_error_is_the_first_that_is_not_a_missing_runtime():
-    def fail(error):
-        def build():
-            raise error
-        return build
-
-    bad_file = ValueError("not a model")
-    with pytest.raises(ValueError, match="not a model"):
-        fastest({"a": fail(ImportError("no runtime")), "b": fail(bad_file), "c": fail(RuntimeError("other"))},
-                Sleeper.call)
-    with pytest.raises(ImportError, match="first"):
-        fastest({"a": fail(ImportError("first")), "b": fail(ImportError("second"))}, Sleeper.call)
-
-
 def test_real_models_are_tuned_at_zero_and_take_an_explicit_number(settings, caplog):
-    # One runtime: with label.runtime auto, label.py measures threads with the runtimes (test_runtime_choice.py).
-    auto = {**settings, "label": {**settings["label"], "threads": 0, "runtime": "litert"},
-            "defect": {**settings["defect"], "threads": 0}}
+    auto = {**settings, "label": {**settings["label"], "threads": 0}, "defect": {**settings["defect"], "threads": 0}}
     with caplog.at_level(logging.INFO, logger="thread_tuning"):
         labeler = LabelImage(auto).load_model()
         segmenter = Inference(auto).load_model()
