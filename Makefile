@@ -11,9 +11,10 @@ KUIPER_VERSION := 2.4.2
 KUIPERD_DIR := $(HOME)/.cache/defect/kuiperd-$(KUIPER_VERSION)-full
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
-PLUGIN_FILES := main.py supervisor.py worker.py errors.py label_func.py batch_func.py thread_tuning.py label.py inference.py image_input.py \
-                openvino_runtime.py exit_now.py settings.py function_server.py rule_revival.py command_line.py config.json defect.json requirements.txt \
-                requirements.lock install.sh
+PLUGIN_FILES := main.py label_func.py batch_func.py label.py inference.py config.json defect.json requirements.txt requirements.lock install.sh
+# The plugin's packages, shipped as folders: core/ (pure logic) and runtime/ (what kuiperd drives).
+PLUGIN_PACKAGES := core runtime
+PACKAGE_FILES := $(wildcard $(addsuffix /*.py,$(PLUGIN_PACKAGES)))
 MODEL_FILES := models/model.xml models/model.bin models/mobilenet_v2_1.0_224_quant.tflite \
                models/imagenet_labels.txt models/sample_surface.png models/sample_cat.jpg
 
@@ -26,16 +27,16 @@ REQUIREMENTS_WITH_DEPS := <(grep -v '^[^\#]*\# --no-deps' requirements.txt)
 REQUIREMENTS_NO_DEPS := <(sed -n 's/^\([^\#]*[^\#[:space:]]\)[[:space:]]*\# --no-deps.*/\1/p' requirements.txt)
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt services/requirements.txt tests/requirements.txt
+$(VENV)/.installed: requirements.txt service/requirements.txt tests/requirements.txt
 	$(VENV_PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r $(REQUIREMENTS_WITH_DEPS) -r services/requirements.txt -r tests/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r $(REQUIREMENTS_WITH_DEPS) -r service/requirements.txt -r tests/requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r $(REQUIREMENTS_NO_DEPS)
 	touch $@
 
 models: models/.built
-models/.built: models/build_models.py tests/synthetic_surface.py $(VENV)/.installed
+models/.built: tools/build_models.py tools/synthetic_surface.py $(VENV)/.installed
 	@test -d $(FIXTURES)/models || { echo "fixtures not found at $(FIXTURES) (set FIXTURES=...)"; exit 1; }
-	$(PY) models/build_models.py --fixtures $(FIXTURES)
+	$(PY) tools/build_models.py --fixtures $(FIXTURES)
 	touch $@
 
 # Your own defect model in the zip (e.g. an anomalib export): `make package CUSTOM_MODEL=path/to/model.xml`
@@ -43,9 +44,10 @@ models/.built: models/build_models.py tests/synthetic_surface.py $(VENV)/.instal
 CUSTOM_MODEL ?=
 
 package: build/defect.zip
-build/defect.zip: $(PLUGIN_FILES) functions/*.json models/.built Makefile build/.custom-model $(CUSTOM_MODEL)
+build/defect.zip: $(PLUGIN_FILES) $(PACKAGE_FILES) functions/*.json models/.built Makefile build/.custom-model $(CUSTOM_MODEL)
 	rm -rf build/defect build/defect.zip && mkdir -p build/defect/models build/defect/functions
 	cp $(PLUGIN_FILES) build/defect/
+	for p in $(PLUGIN_PACKAGES); do mkdir -p build/defect/$$p && cp $$p/*.py build/defect/$$p/; done
 	cp functions/*.json build/defect/functions/
 	cp $(MODEL_FILES) build/defect/models/
 	if [ -n "$(CUSTOM_MODEL)" ]; then \
@@ -102,14 +104,14 @@ build/defect-offline-%.zip: build/defect.zip requirements.lock tests/platforms/g
 	echo "wrote $@: wheels for $$arch ($$tags), CPython 3.$${cp#3}"
 
 kuiperd: $(KUIPERD)
-$(KUIPERD): | tests/e2e/build_kuiperd.sh
-	tests/e2e/build_kuiperd.sh $(KUIPER_VERSION) $(KUIPERD_DIR)
+$(KUIPERD): | tools/build_kuiperd.sh
+	tools/build_kuiperd.sh $(KUIPER_VERSION) $(KUIPERD_DIR)
 
 demo: package kuiperd
 	$(PY) label.py $(FIXTURES)/images/cat.bmp $(FIXTURES)/images/cat_1080p.jpg
 	$(PY) inference.py models/sample_surface.png --out build/inference.jpg
-	$(PY) tests/e2e/demo.py
-	$(PY) tests/e2e/demo_camera.py
+	$(PY) tools/demo.py
+	$(PY) tools/demo_camera.py
 
 # ruff.toml; the pinned ruff comes with `make venv`.
 lint: $(VENV)/.installed
@@ -123,33 +125,33 @@ test-platforms: lint package $(PLATFORM_ZIPS)
 # Under a /tmp of its own: the plugin and kuiperd meet at fixed /tmp/plugin_defect.ipc and
 # /tmp/func_*.ipc paths, so a `make bench` (or another run) beside it would take the tests' plugin traffic.
 test: lint package package-offline package-service $(PLATFORM_ZIPS) kuiperd
-	tests/e2e/with_private_tmp.sh $(PY) -m pytest tests
+	tools/with_private_tmp.sh $(PY) -m pytest tests
 
 # Local only: skips what needs kuiperd, Go or mosquitto.
 test-fast: lint package package-offline package-service
-	tests/e2e/with_private_tmp.sh $(PY) -m pytest tests --fast
+	tools/with_private_tmp.sh $(PY) -m pytest tests --fast
 
 bench: package kuiperd
 	$(PY) bench/run.py
 	$(PY) bench/throughput.py
-	$(PY) bench/service.py
+	$(PY) bench/service_bench.py
 	$(PY) bench/grpc_stream.py
-	$(PY) bench/camera.py
+	$(PY) bench/camera_bench.py
 	$(PY) bench/bombs.py
 
 # The models as a network service (README "Service"): HTTP with /docs and gRPC, on 127.0.0.1.
 SERVE_ARGS ?= --host 127.0.0.1 --http-port 8084 --grpc-port 50051
 serve: $(VENV)/.installed models/.built
-	$(PY) services/service.py $(SERVE_ARGS)
+	$(PY) service/service.py $(SERVE_ARGS)
 
-# The service for another box: the plugin zip's files plus services/; there, one command:
-# unzip -q defect-service.zip -d defect-service && bash defect-service/services/serve.sh --host 0.0.0.0 \
+# The service for another box: the plugin zip's files plus service/; there, one command:
+# unzip -q defect-service.zip -d defect-service && bash defect-service/service/serve.sh --host 0.0.0.0 \
 #   --tls-cert cert.pem --tls-key key.pem --api-key-file key   (a network address needs TLS and a key; docs/security.md)
-SERVICE_FILES := $(wildcard services/*.py services/*.proto) services/requirements.txt services/serve.sh
+SERVICE_FILES := $(wildcard service/*.py service/*.proto) service/requirements.txt service/serve.sh
 package-service: build/defect-service.zip
 build/defect-service.zip: build/defect.zip $(SERVICE_FILES)
 	rm -rf build/service build/defect-service.zip && cp -r build/defect build/service
-	mkdir -p build/service/services && cp $(SERVICE_FILES) build/service/services/
+	mkdir -p build/service/service && cp $(SERVICE_FILES) build/service/service/
 	cd build/service && ../../$(PY) -m zipfile -c ../defect-service.zip *
 	@echo "wrote $@"
 
@@ -161,14 +163,14 @@ grpcurl: $(GRPCURL)
 $(GRPCURL):
 	GOBIN=$(dir $(GRPCURL)) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v$(GRPCURL_VERSION)
 
-# After editing services/defect.proto: the committed stubs again (a test fails while they differ).
+# After editing service/defect.proto: the committed stubs again (a test fails while they differ).
 grpc-stubs: $(VENV)/.installed
-	$(PY) services/grpc_stubs.py
+	$(PY) service/grpc_stubs.py
 
 # The zip eKuiper's POST /services registers (README "From eKuiper"): the service's addresses as seen from kuiperd.
 EKUIPER_SERVICE_ARGS ?= --grpc 127.0.0.1:50051 --http http://127.0.0.1:8084
 ekuiper-service: $(VENV)/.installed
-	$(PY) services/ekuiper_service.py $(EKUIPER_SERVICE_ARGS) -o build/defect_service.zip
+	$(PY) service/ekuiper_service.py $(EKUIPER_SERVICE_ARGS) -o build/defect_service.zip
 
 clean:
 	rm -rf build models/.built

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
-from errors import InputError, ModelUnavailable, first_line
+from core.errors import InputError, ModelUnavailable, first_line
+from core.thread_tuning import usable_cores
 from label_func import Inference, LabelImage, ModelFunction
-from thread_tuning import usable_cores
 
 log = logging.getLogger(__name__)
 

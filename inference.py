@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-import command_line
-from errors import ConfigError, first_line
-from image_input import decode_image
-from openvino_runtime import ColorFormat, PrePostProcessor, ov
-from settings import DEVICES, PLUGIN_DIR, Settings, check_value, defaults, device_family, load_settings
+from core import command_line
+from core.errors import ConfigError, first_line
+from core.image_input import decode_image
+from core.openvino_runtime import ColorFormat, PrePostProcessor, ov
+from core.settings import DEVICES, PLUGIN_DIR, Settings, check_value, defaults, device_family, load_settings
 
 log = logging.getLogger(__name__)
 DEFAULTS = defaults("defect")

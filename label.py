@@ -14,11 +14,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-import command_line
-from errors import ConfigError, first_line
-from image_input import decode_image
-from settings import PLUGIN_DIR, Settings, defaults, load_settings
-from thread_tuning import usable_cores
+from core import command_line
+from core.errors import ConfigError, first_line
+from core.image_input import decode_image
+from core.settings import PLUGIN_DIR, Settings, defaults, load_settings
+from core.thread_tuning import usable_cores
 
 DEFAULTS = defaults("label")
 # Made by `make models` from the fixtures' cat.bmp, shipped in the zip.
@@ -74,7 +74,7 @@ class OpenVINORunner:
     FakeQuantize's ranges are the TFLite output's scale and zero point."""
 
     def __init__(self, model_path: str, threads: int = 0):
-        from openvino_runtime import ov  # only this runtime needs it; LiteRT's start stays as light as before
+        from core.openvino_runtime import ov  # only this runtime needs it; LiteRT's start stays as light as before
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")
         core = ov.Core()

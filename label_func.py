@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from ekuiper import Function
 
-from errors import InputError, ModelUnavailable, first_line, shown
-from image_input import decode_image
-from settings import is_number
-from thread_tuning import fastest_threads
+from core.errors import InputError, ModelUnavailable, first_line, shown
+from core.image_input import decode_image
+from core.settings import is_number
+from core.thread_tuning import fastest_threads
 
 log = logging.getLogger(__name__)
 

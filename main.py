@@ -23,15 +23,15 @@ if os.path.isfile(os.path.join(PLUGIN_VENV, "bin", "python")) and \
 
 import json  # noqa: E402
 
-from settings import load_plugin_settings  # noqa: E402
+from core.settings import load_plugin_settings  # noqa: E402
 
 
 def supervise(settings):
     from ekuiper import PluginConfig, plugin
     from ekuiper.runtime import plugin as sdk_plugin
 
-    from function_server import AlreadyServed
-    from supervisor import Supervisor, log_to_stdout, worker_command
+    from runtime.function_server import AlreadyServed
+    from runtime.supervisor import Supervisor, log_to_stdout, worker_command
 
     log_to_stdout()
     sdk_plugin.init_vars = lambda config: None  # logging is set up above, once
@@ -45,18 +45,18 @@ def supervise(settings):
     with open(os.path.join(PLUGIN_DIR, "defect.json"), encoding="utf-8") as f:
         names = json.load(f)["functions"]
     # kuiperd v2.4.2 may restore a rule before it registers the plugin, and never retry it.
-    from rule_revival import revive_in_background
+    from runtime.rule_revival import revive_in_background
     revive_in_background(PLUGIN_DIR, names)
     plugin.start(PluginConfig("defect", {}, {}, {name: (lambda: None) for name in names}))
 
 
 def serve_in_worker(settings, config_error):
-    import worker
     from batch_func import InferenceBatch, LabelImageBatch
-    from errors import InputError, ModelUnavailable
-    from function_server import FunctionServer
+    from core.errors import InputError, ModelUnavailable
     from label_func import Inference, LabelImage
-    from supervisor import log_to_stdout
+    from runtime import worker
+    from runtime.function_server import FunctionServer
+    from runtime.supervisor import log_to_stdout
 
     worker.die_with_supervisor()
     log_to_stdout()

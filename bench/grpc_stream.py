@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/grpc_stream.py [--frames N] [--rounds R]
 
-Distinct 1080p JPEGs (bench/service.py's) go to a real service process (services/service.py on
+Distinct 1080p JPEGs (bench/service_bench.py's) go to a real service process (service/service.py on
 127.0.0.1) per function: as unary calls one after another (what a simple client does), and as one
 LabelImageStream / InferenceStream, which serves a stream's frames on every model copy at once and
 answers them in order. Per row: frames/s, p50/p95 per-frame latency (request handed to gRPC to its
@@ -25,12 +25,12 @@ sys.path[:0] = [REPO, os.path.join(REPO, "tests"), BENCH]
 
 import grpc  # noqa: E402
 from report import write_report  # noqa: E402  (bench/report.py)
-from service import distinct_jpegs  # noqa: E402  (bench/service.py)
+from service_bench import distinct_jpegs  # noqa: E402  (bench/service_bench.py)
 
+from core.thread_tuning import usable_cores  # noqa: E402
+from service import defect_pb2_grpc  # noqa: E402
+from service.grpc_messages import RPCS  # noqa: E402
 from service_process import HOST, running_service  # noqa: E402
-from services import defect_pb2_grpc  # noqa: E402
-from services.grpc_messages import RPCS  # noqa: E402
-from thread_tuning import usable_cores  # noqa: E402
 
 
 def summary(latencies: list[float], wall: float) -> dict:

@@ -24,12 +24,12 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
+from core.image_input import _jpeg_walk  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes  # noqa: E402
-from image_input import _jpeg_walk  # noqa: E402
 from label_func import Inference, LabelImage  # noqa: E402
-from settings import load_settings  # noqa: E402
-from synthetic_surface import surface_with_truth  # noqa: E402
 from timing import timed  # noqa: E402
+from tools.synthetic_surface import surface_with_truth  # noqa: E402
 
 SIZES = {"VGA": (640, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 SYNTHETIC_SEED = 100_000  # far from the seeds the tests use

@@ -34,11 +34,11 @@ sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
 import proof  # noqa: E402
 import tutorial  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from label_func import Inference, LabelImage  # noqa: E402
 from nng_host import PluginHost  # noqa: E402
-from settings import load_settings  # noqa: E402
-from synthetic_surface import surface_image  # noqa: E402
 from timing import timed, timed_together, two_spellings  # noqa: E402
+from tools.synthetic_surface import surface_image  # noqa: E402
 
 BUILD = os.path.join(REPO, "build")
 SIZES = {"VGA": (640, 480), "720p": (1280, 720), "1080p": (1920, 1080)}

@@ -33,11 +33,11 @@ REPO = os.path.dirname(BENCH)
 sys.path[:0] = [REPO, os.path.join(REPO, "tests"), os.path.join(REPO, "tests", "e2e")]
 
 import harness  # noqa: E402
-from image_input import decode_image  # noqa: E402
+from core.image_input import decode_image  # noqa: E402
+from core.settings import load_settings  # noqa: E402
+from core.thread_tuning import usable_cores  # noqa: E402
 from label_func import Inference, LabelImage  # noqa: E402
-from settings import load_settings  # noqa: E402
-from synthetic_surface import surface_image  # noqa: E402
-from thread_tuning import usable_cores  # noqa: E402
+from tools.synthetic_surface import surface_image  # noqa: E402
 
 BUILD = os.path.join(REPO, "build")
 FUNCTIONS = ("labelImage", "inference")

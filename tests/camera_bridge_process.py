@@ -1,4 +1,4 @@
-"""services/camera.py run as a user runs it, as its own process, for the tests, the demo and the bench."""
+"""camera/camera.py run as a user runs it, as its own process, for the tests, the demo and the bench."""
 from __future__ import annotations
 
 import os
@@ -10,11 +10,11 @@ from pathlib import Path
 
 from paths import REPO
 
-CAMERA = os.path.join(REPO, "services", "camera.py")
+CAMERA = os.path.join(REPO, "camera", "camera.py")
 
 
 class BridgeProcess:
-    """`python services/camera.py SOURCE --mqtt HOST:PORT --topic TOPIC *options`; stderr to log_path."""
+    """`python camera/camera.py SOURCE --mqtt HOST:PORT --topic TOPIC *options`; stderr to log_path."""
 
     def __init__(self, source: str, broker: str, topic: str, *options: str, log_path: Path,
                  env: dict[str, str] | None = None):

@@ -8,8 +8,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
+from core.settings import load_settings  # noqa: E402
 from paths import ZIP  # noqa: E402
-from settings import load_settings  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -81,5 +81,5 @@ def camera_clip(tmp_path_factory):
     """(path, scenes) of the shared camera clip (tests/video_clip.py: cat, parrot, surface; 10 fps,
     3 s each, 640x480 H.264 MP4, fresh sensor noise on every frame as a camera has, so every frame
     is served by the models), encoded once per session."""
-    from video_clip import session_clip
+    from tools.video_clip import session_clip
     return session_clip(tmp_path_factory, noise=2.0)

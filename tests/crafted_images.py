@@ -217,7 +217,7 @@ def spaced_base64(groups: int = 5_000_000) -> str:
 CHILD = r"""
 import base64, json, resource, sys, time
 path, form, max_pixels, max_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-from image_input import InputError, decode_image
+from core.image_input import InputError, decode_image
 with open(path, "rb") as f:
     data = f.read()
 value = data.decode() if form == "text" else base64.b64encode(data).decode() if form == "base64" else data

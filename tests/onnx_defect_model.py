@@ -1,20 +1,15 @@
-"""The default defect detector (models/build_models.py) written as an ONNX graph, for `defect.model: x.onnx`.
+"""The default defect detector (tools/build_models.py) written as an ONNX graph, for `defect.model: x.onnx`.
 
 OpenVINO reads ONNX but cannot write it, so the same local-contrast graph is
 spelt out here with the `onnx` package, from build_models.py's own constants,
 at any input size. tests/test_config.py checks it finds what the IR finds.
 """
-import importlib.util
-import os
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("build_models", os.path.join(REPO, "models", "build_models.py"))
-build_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build_models)
+from tools import build_models
+
 OPSET = 17  # ReduceMean still takes its axes as an attribute
 
 

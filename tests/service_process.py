@@ -1,4 +1,4 @@
-"""services/service.py run as a real process on 127.0.0.1, for the service's tests and bench.
+"""service/service.py run as a real process on 127.0.0.1, for the service's tests and bench.
 
 The service binds its ports itself (`--http-port any --grpc-port any`) and names them in its
 "listening" line: no port is picked here and then taken by another process before the bind.
@@ -21,7 +21,7 @@ from paths import REPO
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 from harness import die_with_test_run
 
-SERVICE = os.path.join(REPO, "services", "service.py")
+SERVICE = os.path.join(REPO, "service", "service.py")
 HOST = "127.0.0.1"
 LISTENING = "service: listening on "
 # The listening line's URLs: http(s)://host:port (docs: /docs) and grpc(s)://host:port.
@@ -40,7 +40,7 @@ class ServiceProcess:
                  grpc_port: int | None = None):
         self._http_port = http_port
         self._grpc_port = grpc_port if grpc_port is not None else None if grpc else 0
-        entry = ["-m", "services.service"] if module else [SERVICE]
+        entry = ["-m", "service.service"] if module else [SERVICE]
         self.command = [sys.executable, *entry, "--host", HOST, "--http-port", str(http_port or "any"),
                         "--grpc-port", str("any" if self._grpc_port is None else self._grpc_port), *args]
         self.env = {**os.environ, **(env or {})}

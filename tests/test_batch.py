@@ -15,10 +15,10 @@ import pytest
 
 from bad_inputs import bad_images
 from batch_func import InferenceBatch
+from core.thread_tuning import usable_cores
 from nng_host import PluginHost
 from paths import read_b64
-from synthetic_surface import surface_image
-from thread_tuning import usable_cores
+from tools.synthetic_surface import surface_image
 
 PHOTOS = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg", "owl.jpg", "parrot.jpg", "hot_dog.jpg", "bird.bmp",
           "grace_hopper.bmp")

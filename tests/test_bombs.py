@@ -84,7 +84,7 @@ def test_an_exif_block_of_long_texts_is_refused_within_bounds(fmt):
 
 def test_the_crafted_files_are_real_images_of_their_format():
     """The builders make files the decoders accept, so each refusal above is for the bomb, not for junk."""
-    from image_input import decode_image
+    from core.image_input import decode_image
     small = {
         "PNG of deflated zeros": crafted.png(300, 200),
         "PNG behind 1,000 private chunks": crafted.png_chunk_flood(1000),
@@ -135,7 +135,7 @@ def test_opencv_reads_its_pixel_cap_when_cv2_is_imported_not_at_first_use():
     assert opencv_probe(late) == "opencv read past its header"  # set after the import: no effect
 
 
-@pytest.mark.parametrize("entry", ["worker", "services.service", "image_input"])
+@pytest.mark.parametrize("entry", ["worker", "service.service", "image_input"])
 def test_the_plugin_and_the_service_import_cv2_with_the_cap_set(entry):
     """The plugin's worker and the service import cv2 first through image_input, which sets the cap."""
     assert opencv_probe(f"sys.path[:0] = [{REPO!r}]; import {entry}") == "refused by OpenCV's cap"
@@ -205,7 +205,7 @@ def test_the_bomb_over_http_is_a_400_and_the_service_stays_small(service):
 
 
 def test_the_bomb_over_grpc_is_invalid_argument_and_the_service_stays_small(service):
-    from services import defect_pb2, defect_pb2_grpc
+    from service import defect_pb2, defect_pb2_grpc
     with grpc.insecure_channel(f"{HOST}:{service.grpc_port}") as channel:
         stub = defect_pb2_grpc.DefectStub(channel)
         with open(os.path.join(REPO, "models", "sample_surface.png"), "rb") as f:

@@ -1,5 +1,5 @@
-"""services/camera.py as its own process against a real mosquitto and real cameras: the shared clip as
-a file and as a live HTTP MJPEG stream served by ffmpeg (tests/video_clip.py).
+"""camera/camera.py as its own process against a real mosquitto and real cameras: the shared clip as
+a file and as a live HTTP MJPEG stream served by ffmpeg (tools/video_clip.py).
 
 The parsing tests need neither; the rest are marked e2e (mosquitto), so `--fast` skips them.
 Frame counts are compared over windows with wide margins: the box is shared, timings are not asserted.
@@ -23,14 +23,14 @@ import pytest
 from free_port import free_port
 
 from camera_bridge_process import CAMERA, BridgeProcess
-from errors import InputError
+from core.errors import InputError
 from paths import REPO
-from video_clip import http_mjpeg_server, scene_images, session_clip
+from tools.video_clip import http_mjpeg_server, scene_images, session_clip
 
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 import harness
-from services.camera_source import CameraSource, redacted
-from services.frame_publisher import Broker
+from camera.camera_source import CameraSource, redacted
+from camera.frame_publisher import Broker
 
 e2e = pytest.mark.e2e  # needs mosquitto
 
@@ -693,7 +693,7 @@ def test_a_signal_stops_it_cleanly(signum, clip, broker, subscribe, bridge):
 @e2e
 def test_python_dash_m_and_any_directory(clip, broker, subscribe, tmp_path):
     out = subscribe("dash_m")
-    r = subprocess.run([sys.executable, "-m", "services.camera", str(clip[0]), "--mqtt", f"{broker.host}:{broker.port}",
+    r = subprocess.run([sys.executable, "-m", "camera.camera", str(clip[0]), "--mqtt", f"{broker.host}:{broker.port}",
                         "--topic", "dash_m", "--fps", "30"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert len(out.wait_for(30, timeout=10)) == 30

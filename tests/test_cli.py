@@ -191,13 +191,13 @@ def test_paths_on_the_command_line_are_relative_to_the_working_directory(plugin_
     assert status == 0 and lines[0]["image"] == "here.bmp" and lines[0]["result"][0]["label"] == CAT_LABEL
 
 
-@pytest.mark.parametrize("script", ["label.py", "inference.py", "services/service.py", "services/client.py",
-                                    "services/camera.py", "services/ekuiper_service.py"])
+@pytest.mark.parametrize("script", ["label.py", "inference.py", "service/service.py", "service/client.py",
+                                    "camera/camera.py", "service/ekuiper_service.py"])
 def test_every_command_line_answers_an_unknown_option_in_one_line(script):
     """argparse's own answer is the usage block and then the error; a gateway's log gets one line."""
     # Options a command line requires come first in argparse's answer; give them.
-    required = {"services/client.py": ["--video", "clip.mp4", "--grpc", "127.0.0.1:1"],
-                "services/camera.py": ["--topic", "frames"]}.get(script, [])
+    required = {"service/client.py": ["--video", "clip.mp4", "--grpc", "127.0.0.1:1"],
+                "camera/camera.py": ["--topic", "frames"]}.get(script, [])
     completed = subprocess.run([sys.executable, os.path.join(REPO, script), *required, "--no-such-option"],
                                cwd=REPO, capture_output=True, text=True, timeout=60)
     name = os.path.basename(script)

@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import settings as settings_module
-from image_input import InputError
+from core import settings as settings_module
+from core.image_input import InputError
+from core.settings import PLUGIN_DIR, load_settings
 from inference import segmenter_from_settings
 from label import labeler_from_settings
 from label_func import Inference, LabelImage
 from nng_host import PluginHost
 from onnx_defect_model import write_defect_model_onnx
 from paths import REPO, fixture_path, read_b64
-from settings import PLUGIN_DIR, load_settings
-from synthetic_surface import surface_image, surface_with_truth
+from tools.synthetic_surface import surface_image, surface_with_truth
 
 DEFAULTS = load_settings(environ={})
 DEEPLAB_TFLITE = "deeplabv3_mnv2_dm05_pascal_quant.tflite"

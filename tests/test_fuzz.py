@@ -12,9 +12,9 @@ import cv2
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from image_input import InputError
+from core.image_input import InputError
 from label_func import Inference, LabelImage
-from synthetic_surface import surface_image
+from tools.synthetic_surface import surface_image
 
 CALL_BUDGET_SECONDS = 5.0  # eKuiper's per-call timeout
 SEEDS = [cv2.imencode(ext, surface_image(2, seed=1, width=320, height=240))[1].tobytes()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from bad_inputs import bad_images
-from image_input import InputError, decode_image
+from core.image_input import InputError, decode_image
 
 LIMITS = dict(max_pixels=40_000_000, max_bytes=20_000_000)
 

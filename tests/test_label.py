@@ -5,10 +5,10 @@ import pytest
 
 import label
 from answers import PHOTOS, label_differences
-from image_input import decode_image
+from core.image_input import decode_image
+from core.settings import load_settings
 from label import ImageLabeler, labeler_from_settings
 from paths import fixture_path
-from settings import load_settings
 
 
 def label_file(labeler, settings, *parts):

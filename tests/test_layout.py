@@ -1,30 +1,67 @@
-"""The code's shape: the zip ships exactly the plugin's modules, imports point down, hooks are declared.
+"""The code's shape: what the root holds, what the zip ships, which way imports point.
 
-README's Development section states the rules these tests hold.
+docs/development.md states the rules these tests hold.
 """
 import ast
 import glob
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from label_func import ModelFunction
 from paths import REPO
 
-# Lower layers never import higher ones. A new plugin module gets a layer here.
+# The design card's top level, plus batch_func.py, and the config and tool files beside it.
+ROOT_FILES = {
+    "main.py", "label_func.py", "batch_func.py", "inference.py", "label.py", "defect.json", "requirements.txt",
+    "install.sh", "Makefile", "README.md", "config.json", "requirements.lock", "ruff.toml", "pytest.ini",
+    ".gitignore",
+}
+ROOT_FOLDERS = {"core", "runtime", "service", "camera", "tools", "functions", "models", "tests", "bench", "docs", ".ci"}
+
+# The plugin (what the zip ships): lower layers never import higher ones. A new module gets a layer here.
 LAYERS = {
-    "errors": 0, "exit_now": 0,
-    "settings": 1, "thread_tuning": 1, "supervisor": 1, "rule_revival": 1,
-    "openvino_runtime": 1,
+    "core.errors": 0, "core.exit_now": 0,
+    "core.settings": 1, "core.thread_tuning": 1, "core.openvino_runtime": 1,
     # image_input reads the input caps' defaults from settings' schema (OpenCV's own cap before cv2 loads).
-    "command_line": 2, "image_input": 2,
-    "label": 3, "inference": 3, "function_server": 3,
+    "core.command_line": 2, "core.image_input": 2,
+    "label": 3, "inference": 3,
+    "runtime.supervisor": 3, "runtime.rule_revival": 3, "runtime.function_server": 3,
     "label_func": 4,
     "batch_func": 5,
-    "worker": 6,
+    "runtime.worker": 6,
     "main": 7,
 }
+# The pure layer: no eKuiper SDK, no nng; the service and the tools build on it alone.
+PURE = ("core", "label", "inference")
+# Folders of processes kuiperd never loads; the plugin imports none of them.
+OUTSIDE_PLUGIN = ("service", "camera", "tools")
+
+
+def tracked(pattern: str) -> list[str]:
+    return sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, pattern)))
+
+
+def module_name(path: str) -> str:
+    return path[:-3].replace(os.sep, ".").removesuffix(".__init__")
+
+
+def plugin_modules() -> list[str]:
+    return sorted(module_name(p) for p in tracked("*.py") + tracked("core/*.py") + tracked("runtime/*.py"))
+
+
+def git_root_entries() -> set[str]:
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    return {f.split("/")[0] for f in files}
+
+
+def test_the_root_holds_only_the_cards_files_and_folders():
+    entries = git_root_entries()
+    assert entries - ROOT_FILES - ROOT_FOLDERS == set()
+    assert ROOT_FILES - {".gitignore"} <= entries
 
 
 def makefile_list(name):
@@ -33,45 +70,42 @@ def makefile_list(name):
     return re.search(rf"^{name} :=(.*)$", text, re.MULTILINE).group(1).split()
 
 
-def top_level_modules():
-    return sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "*.py")))
+def test_the_zip_ships_exactly_the_plugins_modules():
+    """Everything kuiperd loads is a root module or in core/ or runtime/ (shipped as folders), and
+    nothing else is shipped: processes kuiperd never loads live in folders of their own."""
+    shipped = [module_name(f) for f in makefile_list("PLUGIN_FILES") if f.endswith(".py")]
+    shipped += [module_name(p) for package in makefile_list("PLUGIN_PACKAGES") for p in tracked(f"{package}/*.py")]
+    assert sorted(shipped) == plugin_modules()
+    assert sorted(makefile_list("PLUGIN_PACKAGES")) == ["core", "runtime"]
 
 
-def test_the_zip_ships_exactly_the_top_level_modules():
-    """Everything kuiperd loads is a top-level module, and every top-level module is in the zip;
-    processes kuiperd never loads (services, bridges) live in a folder of their own."""
-    shipped = sorted(f[:-3] for f in makefile_list("PLUGIN_FILES") if f.endswith(".py"))
-    assert shipped == top_level_modules()
+def test_every_plugin_module_has_a_layer():
+    packages = {"core", "runtime"}  # their __init__ only documents the package
+    assert sorted(LAYERS) == [m for m in plugin_modules() if m not in packages]
 
 
-def test_only_openvino_runtime_imports_openvino():
-    """Any other import of openvino, in the plugin or in services/, could come first and bring its
-    converter's telemetry back."""
-    paths = sorted(glob.glob(os.path.join(REPO, "*.py")) + glob.glob(os.path.join(REPO, "services", "*.py")))
-    importers = [os.path.relpath(path, REPO) for path in paths if "openvino" in imported_packages(path)]
-    assert importers == ["openvino_runtime.py"]
-
-
-def test_every_module_has_a_layer():
-    assert sorted(LAYERS) == top_level_modules()
-
-
-def imported_packages(path):
-    """Top-level names a file imports, anywhere in it (lazy imports inside functions too)."""
+def imports_of(path: str) -> set[str]:
+    """Dotted names a file imports, anywhere in it (lazy imports inside functions too);
+    `from core import errors` counts as core.errors."""
     with open(path) as f:
         tree = ast.parse(f.read())
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found
 
 
-def plugin_imports(module):
-    """Plugin modules that `module` imports."""
-    return imported_packages(os.path.join(REPO, f"{module}.py")) & set(LAYERS)
+def top_packages(path: str) -> set[str]:
+    return {name.split(".")[0] for name in imports_of(path)}
+
+
+def plugin_imports(module: str) -> set[str]:
+    path = os.path.join(REPO, module.replace(".", os.sep) + ".py")
+    return imports_of(path) & set(LAYERS)
 
 
 @pytest.mark.parametrize("module", sorted(LAYERS))
@@ -80,25 +114,61 @@ def test_imports_point_down(module):
     assert not upward, f"{module} (layer {LAYERS[module]}) imports {upward}"
 
 
-def test_the_plugin_never_imports_services():
-    importers = [module for module in LAYERS if "services" in imported_packages(os.path.join(REPO, f"{module}.py"))]
-    assert not importers
+def import_graph() -> dict[str, set[str]]:
+    """Every module of the repo's Python folders (tests aside) and the repo modules it imports."""
+    paths = tracked("*.py") + [p for folder in ("core", "runtime", "service", "camera", "tools")
+                               for p in tracked(f"{folder}/*.py")]
+    modules = {module_name(p): p for p in paths}
+    return {name: {m for m in imports_of(os.path.join(REPO, path)) if m in modules and m != name}
+            for name, path in modules.items()}
 
 
-SERVICE_FILES = sorted(glob.glob(os.path.join(REPO, "services", "*.py")))
+def test_no_import_cycles():
+    graph = import_graph()
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != "open", "cycle: " + " -> ".join([*trail, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert len(state) == len(graph) > 30
 
 
-@pytest.mark.parametrize("path", SERVICE_FILES, ids=os.path.basename)
-def test_services_never_import_the_plugin_process(path):
-    """A service builds on the plugin's logic and functions, not on its process (its entry,
-    worker and supervisor are kuiperd's side)."""
-    assert not imported_packages(path) & {"main", "worker", "supervisor", "function_server", "rule_revival"}
+@pytest.mark.parametrize("module", sorted(m for m in LAYERS if m.split(".")[0] in PURE))
+def test_the_pure_layer_imports_no_ekuiper_nor_nng(module):
+    path = os.path.join(REPO, module.replace(".", os.sep) + ".py")
+    assert not top_packages(path) & {"ekuiper", "pynng", "label_func", "batch_func", "runtime", "main"}
 
 
-def test_pure_logic_has_no_ekuiper():
-    for module in ("label", "inference", "image_input", "settings", "errors", "command_line"):
-        with open(os.path.join(REPO, f"{module}.py")) as f:
-            assert "ekuiper" not in f.read(), module
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_the_plugin_imports_nothing_outside_it(module):
+    path = os.path.join(REPO, module.replace(".", os.sep) + ".py")
+    assert not top_packages(path) & {*OUTSIDE_PLUGIN, "tests", "bench"}
+
+
+OUTSIDE_FILES = [p for folder in OUTSIDE_PLUGIN for p in tracked(f"{folder}/*.py")]
+
+
+@pytest.mark.parametrize("path", OUTSIDE_FILES)
+def test_outside_processes_never_import_kuiperds_side(path):
+    """The service, the camera bridge and the tools build on the pure layer, not on the plugin's
+    process (its entry, worker, supervisor and channels are kuiperd's side)."""
+    assert not top_packages(os.path.join(REPO, path)) & {"main", "runtime", "tests", "bench"}
+
+
+def test_only_openvino_runtime_imports_openvino():
+    """Any other import of openvino, in the plugin or the service, could come first and bring its
+    converter's telemetry back (tools/build_models.py runs at build time, with telemetry off)."""
+    paths = [p for p in tracked("*.py") + tracked("core/*.py") + tracked("runtime/*.py") + tracked("service/*.py")]
+    importers = [path for path in paths if "openvino" in top_packages(os.path.join(REPO, path))]
+    assert importers == ["core/openvino_runtime.py"]
 
 
 def test_model_functions_declare_their_hooks():
@@ -115,15 +185,13 @@ def test_model_functions_declare_their_hooks():
         NoRun({})
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "bench", "*.py"))), ids=os.path.basename)
+@pytest.mark.parametrize("path", tracked("bench/*.py"))
 def test_every_bench_module_imports(path):
     """`make bench` runs outside `make test`: a name a bench imports that the code no longer has
     would only show there, so each bench module is imported here (their work is under __main__)."""
-    import subprocess
-    import sys
     code = ("import importlib.util, sys; sys.path[:0] = [sys.argv[2], sys.argv[3]];"
             "spec = importlib.util.spec_from_file_location('bench_module', sys.argv[1]);"
             "spec.loader.exec_module(importlib.util.module_from_spec(spec))")
-    done = subprocess.run([sys.executable, "-c", code, path, REPO, os.path.join(REPO, "bench")],
+    done = subprocess.run([sys.executable, "-c", code, os.path.join(REPO, path), REPO, os.path.join(REPO, "bench")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,7 +14,7 @@ import pytest
 from bad_inputs import bad_images
 from nng_host import PluginHost
 from paths import read_b64
-from synthetic_surface import surface_image
+from tools.synthetic_surface import surface_image
 
 
 @pytest.fixture(scope="module")

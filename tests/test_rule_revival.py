@@ -8,7 +8,14 @@ import threading
 
 import pytest
 
-from rule_revival import NOT_FOUND_MESSAGE, STOPPED_BY_ERROR, missing_function, rest_base_url, revive_rules, yaml_value
+from runtime.rule_revival import (
+    NOT_FOUND_MESSAGE,
+    STOPPED_BY_ERROR,
+    missing_function,
+    rest_base_url,
+    revive_rules,
+    yaml_value,
+)
 
 KUIPER_YAML = """basic:
   # REST service ip

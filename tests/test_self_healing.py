@@ -17,10 +17,10 @@ import time
 import pytest
 from worker_hook.sitecustomize import HOLD_FILE_VAR, HOLD_RULE
 
-import supervisor
+from core.settings import load_settings
 from nng_host import PluginHost
 from paths import read_b64
-from settings import load_settings
+from runtime import supervisor
 from test_protocol import assert_one_line_error, surface_b64
 
 WORKER_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_hook")

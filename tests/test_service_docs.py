@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from paths import REPO, fixture_path
+from service.model_host import ModelHost
 from service_process import HOST, running_service
-from services.model_host import ModelHost
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -1,6 +1,6 @@
-"""The gRPC service (services/grpc_api.py) on the real models: unary and streaming calls answer as the
+"""The gRPC service (service/grpc_api.py) on the real models: unary and streaming calls answer as the
 plugin does, bad input is INVALID_ARGUMENT with the plugin's one line, health, reflection (with a real
-grpcurl), the API key, TLS, and the streaming video client (services/client.py) on a real clip."""
+grpcurl), the API key, TLS, and the streaming video client (service/client.py) on a real clip."""
 import base64
 import json
 import os
@@ -19,14 +19,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bad_inputs import bad_images
-from errors import InputError
+from core.errors import InputError
 from paths import REPO, fixture_path
-from services import defect_pb2, defect_pb2_grpc
-from services.grpc_api import build_grpc_server
-from services.grpc_messages import RPCS, answer_of, image_value, result_message
-from services.grpc_stubs import STUBS, generate
-from services.model_host import ModelHost
-from services.service_metrics import ServiceMetrics
+from service import defect_pb2, defect_pb2_grpc
+from service.grpc_api import build_grpc_server
+from service.grpc_messages import RPCS, answer_of, image_value, result_message
+from service.grpc_stubs import STUBS, generate
+from service.model_host import ModelHost
+from service.service_metrics import ServiceMetrics
 
 GRPCURL_VERSION = "v1.9.4"
 API_KEY = "s3cret-key"
@@ -85,8 +85,8 @@ def test_committed_stubs_are_what_the_proto_generates(tmp_path):
     for generated in generate(tmp_path):
         committed = Path(REPO) / generated.relative_to(tmp_path)
         assert committed.read_text() == generated.read_text(), \
-            f"{committed.name} is out of date: run `python services/grpc_stubs.py`"
-    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "services").iterdir()) == sorted(STUBS)
+            f"{committed.name} is out of date: run `python service/grpc_stubs.py`"
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "service").iterdir()) == sorted(STUBS)
 
 
 def test_every_key_of_the_plugins_answers_has_a_field():
@@ -422,7 +422,7 @@ def test_tls(host, tmp_path):
 
 
 def run_client(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "services", "client.py"), *args],
+    return subprocess.run([sys.executable, os.path.join(REPO, "service", "client.py"), *args],
                           capture_output=True, text=True, timeout=300)
 
 

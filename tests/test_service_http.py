@@ -1,4 +1,4 @@
-"""The HTTP service (services/service.py + services/http_api.py) as a real process on 127.0.0.1.
+"""The HTTP service (service/service.py + service/http_api.py) as a real process on 127.0.0.1.
 
 Real models; the answers are compared with the plugin's own function code in this process
 (ModelHost runs each function's serve_one), and with the fixtures' known answers.
@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bad_inputs import bad_images
 from paths import REPO, fixture_path
+from service.model_host import ModelHost
 from service_process import HOST, ServiceProcess, running_service
-from services.model_host import ModelHost
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -441,7 +441,7 @@ def self_signed_certificate(directory):
 
 
 def test_api_key_and_tls(tmp_path, reference):
-    """python -m services.service with a key from a file and a self-signed certificate."""
+    """python -m service.service with a key from a file and a self-signed certificate."""
     cert, key = self_signed_certificate(tmp_path)
     key_file = tmp_path / "api-key"
     key_file.write_text(API_KEY + "\n")

@@ -1,5 +1,5 @@
 """build/defect-service.zip (`make package-service`) holds all the service needs: unpacked in a
-directory of its own, its services/serve.sh starts HTTP and gRPC with the zip's config and models.
+directory of its own, its service/serve.sh starts HTTP and gRPC with the zip's config and models.
 
 The Python given (DEFECT_PYTHON, the dev venv) already has the requirements, so serve.sh makes no
 venv here; what is tested is that the zip is complete and the command in the README runs.
@@ -30,7 +30,7 @@ def test_the_service_zip_serves_from_a_directory_of_its_own(tmp_path):
     overlay.write_text('{"label": {"runtime": "litert"}}')
     service = ServiceProcess([], env={"DEFECT_PYTHON": sys.executable, "DEFECT_CONFIG": str(overlay)},
                              cwd=str(tmp_path), grpc=True)
-    service.command = ["bash", str(unpacked / "services" / "serve.sh"), *service.command[2:]]
+    service.command = ["bash", str(unpacked / "service" / "serve.sh"), *service.command[2:]]
     service.start()
     try:
         service.wait_for("service: ready")
@@ -42,7 +42,7 @@ def test_the_service_zip_serves_from_a_directory_of_its_own(tmp_path):
         assert answer.json()[0]["label"] == "89:macaw"
         # The zip's service.py runs (serve.sh exec'd it), on the zip's models (LiteRT maps its model file).
         with open(f"/proc/{service.proc.pid}/cmdline", "rb") as f:
-            assert str(unpacked / "services" / "service.py").encode() in f.read()
+            assert str(unpacked / "service" / "service.py").encode() in f.read()
         with open(f"/proc/{service.proc.pid}/maps") as f:
             assert str(unpacked / "models" / "mobilenet_v2_1.0_224_quant.tflite") in f.read()
     finally:

@@ -1,4 +1,4 @@
-"""The model service (services/service.py) as an exposed network server, each check against the real
+"""The model service (service/service.py) as an exposed network server, each check against the real
 process (issue 20, section 2; issue 21's service claims): protected mode on a network address,
 mutual TLS on both transports, the API key's length and where it may come from, bounded gRPC
 streams and HTTP connections with health still answered, a unary call's wait for a model copy
@@ -28,9 +28,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from paths import REPO, fixture_path
+from service import defect_pb2, defect_pb2_grpc
+from service.service import network_refusal
 from service_process import HOST, ServiceProcess, running_service
-from services import defect_pb2, defect_pb2_grpc
-from services.service import network_refusal
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -153,7 +153,7 @@ def test_no_key_on_any_command_line(tmp_path):
         with open(f"/proc/{service.proc.pid}/cmdline", "rb") as f:
             assert KEY.encode() not in f.read()
         assert requests.get(url(service, "/metrics"), headers={"X-API-Key": KEY}, timeout=30).status_code == 200
-    tool = os.path.join(REPO, "services", "ekuiper_service.py")
+    tool = os.path.join(REPO, "service", "ekuiper_service.py")
     out = tmp_path / "defect_service.zip"
     old = subprocess.run([sys.executable, tool, "--http", "http://127.0.0.1:8084", "--api-key", KEY, "-o", str(out)],
                          capture_output=True, text=True)

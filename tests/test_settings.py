@@ -11,12 +11,12 @@ import re
 
 import pytest
 
-import settings as settings_module
-from errors import ConfigError
+from core import settings as settings_module
+from core.errors import ConfigError
+from core.settings import SCHEMA, check_value, defaults, load_plugin_settings, load_settings
 from inference import DefectSegmenter
 from label import ImageLabeler
 from paths import REPO
-from settings import SCHEMA, check_value, defaults, load_plugin_settings, load_settings
 
 # Each key: values it takes (as written in JSON) and values it refuses. Every key must be listed.
 VALUES = {

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 
+from core.thread_tuning import fastest_threads
 from label_func import Inference, LabelImage
-from thread_tuning import fastest_threads
 
 
 class Sleeper:
@@ -20,7 +20,7 @@ class Sleeper:
 
 
 def test_the_faster_candidate_is_kept_and_said_in_one_line(caplog, monkeypatch):
-    monkeypatch.setattr("thread_tuning.usable_cores", lambda: 4)
+    monkeypatch.setattr("core.thread_tuning.usable_cores", lambda: 4)
     with caplog.at_level(logging.INFO, logger="thread_tuning"):
         fast_many = fastest_threads(lambda n: Sleeper(n, 0.001 if n == 4 else 0.02), Sleeper.call, "f")
         fast_one = fastest_threads(lambda n: Sleeper(n, 0.001 if n == 1 else 0.02), Sleeper.call, "g")
@@ -31,7 +31,7 @@ def test_the_faster_candidate_is_kept_and_said_in_one_line(caplog, monkeypatch):
 
 
 def test_one_core_needs_no_measurement(monkeypatch):
-    monkeypatch.setattr("thread_tuning.usable_cores", lambda: 1)
+    monkeypatch.setattr("core.thread_tuning.usable_cores", lambda: 1)
     built = []
     fastest_threads(lambda n: built.append(n) or Sleeper(n, 0), Sleeper.call, "h")
     assert built == [1]

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from video_clip import ensure_ffmpeg, http_mjpeg_server, scene_at
+from tools.video_clip import ensure_ffmpeg, http_mjpeg_server, scene_at
 
 FPS = 10  # the camera_clip fixture's
 
@@ -95,13 +95,13 @@ def test_http_camera_streams_the_clip_and_comes_back_after_it_dies(camera_clip, 
 
 
 def test_a_clip_with_another_suffix_is_refused(tmp_path):
-    from video_clip import make_clip
+    from tools.video_clip import make_clip
     with pytest.raises(ValueError, match="H.264 in .mp4 or .mkv"):
         make_clip(tmp_path / "clip.avi")
 
 
 def test_rtsp_camera_streams_the_clip(camera_clip, labeler, segmenter):
-    from video_clip import rtsp_server
+    from tools.video_clip import rtsp_server
     path, scenes = camera_clip
     with rtsp_server(path) as camera:
         frames = read_frames(camera.url, 20)

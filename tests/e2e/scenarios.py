@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from paths import fixture_path
-from synthetic_surface import surface_image
+from tools.synthetic_surface import surface_image
 
 CAT_FILES = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg")
 CAT_LABEL = "286:Egyptian cat"

@@ -1,6 +1,6 @@
-"""Issue 10 part 2: the camera bridge (services/camera.py) feeding both tutorials' rules in a real kuiperd.
+"""Issue 10 part 2: the camera bridge (camera/camera.py) feeding both tutorials' rules in a real kuiperd.
 
-The shared clip (tests/video_clip.py: cat, parrot, a surface with 3 defects) goes through the bridge
+The shared clip (tools/video_clip.py: cat, parrot, a surface with 3 defects) goes through the bridge
 and mosquitto, as a file (every frame, in order) and as a live HTTP MJPEG camera served by ffmpeg,
 into a BINARY stream with the TFLite tutorial's rule and a JSON stream with the OpenVINO tutorial's.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from camera_bridge_process import BridgeProcess
 from scenarios import decode_b64_gray, mask_regions
-from video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_runs, session_clip
+from tools.video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_runs, session_clip
 
 FPS = 5  # the clip's and the bridge's: 2 s a scene, 10 frames each
 

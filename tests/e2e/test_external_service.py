@@ -1,6 +1,6 @@
-"""Issue #11 part 3: a rule in a real kuiperd calls the model service (services/service.py, a real
+"""Issue #11 part 3: a rule in a real kuiperd calls the model service (service/service.py, a real
 process) as an eKuiper external service, over gRPC and over REST, registered through POST /services
-with the zip services/ekuiper_service.py builds.
+with the zip service/ekuiper_service.py builds.
 
 kuiperd 2.4 refuses REST calls to loopback and private addresses unless `basic.enablePrivateNet`
 is true (its gRPC calls are not checked): this module runs a kuiperd of its own with it, and shows
@@ -20,14 +20,14 @@ from service_process import HOST, running_service
 
 REPO = harness.REPO_ROOT
 sys.path.insert(0, str(REPO))
-from services.ekuiper_service import SERVICE_NAME, write_zip  # noqa: E402
+from service.ekuiper_service import SERVICE_NAME, write_zip  # noqa: E402
 
 SURFACE = REPO / "models" / "sample_surface.png"  # 3 defects (`make models`)
 
 
 @pytest.fixture(scope="module")
 def service():
-    """services/service.py as a real process, HTTP and gRPC on free ports."""
+    """service/service.py as a real process, HTTP and gRPC on free ports."""
     with running_service(grpc=True) as s:
         yield s
 
@@ -197,7 +197,7 @@ def test_descriptor_ships_with_the_defaults(tmp_path):
     path = write_zip(tmp_path / "s.zip", "127.0.0.1:50051", "http://127.0.0.1:8084")
     with zipfile.ZipFile(path) as z:
         assert sorted(z.namelist()) == [f"{SERVICE_NAME}.json", "schemas/", "schemas/defect.proto"]
-        assert z.read("schemas/defect.proto") == (REPO / "services" / "defect.proto").read_bytes()
+        assert z.read("schemas/defect.proto") == (REPO / "service" / "defect.proto").read_bytes()
         conf = json.loads(z.read(f"{SERVICE_NAME}.json"))
     assert conf["interfaces"]["defectGrpc"]["address"] == "tcp://127.0.0.1:50051"
     assert conf["interfaces"]["defectHttp"]["address"] == "http://127.0.0.1:8084"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_at, scene_runs
+from tools.video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_at, scene_runs
 
 SQL = "SELECT labelImage(self)[0]->label AS label, inference(self)->defect AS defect FROM {stream}"
 # An MJPEG-over-HTTP stream carries no timestamps: ffmpeg stamps its frames as if at 25 fps, so
@@ -103,7 +103,7 @@ def test_live_http_camera_frames_follow_the_clip(kuiperd, kuiper, defect_plugin,
     results = collector.json()[:45]
     names = [scene_name(r) for r in results]
     # The clip's scenes in its order, each frame answered. Where the cuts land (about frames 15 and
-    # 30) depends on how the busy box paces ffmpeg, so it is not asserted: bench/camera.py measures
+    # 30) depends on how the busy box paces ffmpeg, so it is not asserted: bench/camera_bench.py measures
     # the rate this source delivers at interval 200 ms.
     assert [name for name, _ in scene_runs(names)] == ["cat", "parrot", "surface"], scene_runs(names)
     assert all(r["defect"] == scenes[2].expect for r in results if scene_name(r) == "surface"), results
@@ -118,7 +118,7 @@ def test_interval_sets_the_frame_rate_of_a_live_camera(kuiperd, kuiper, defect_p
 
     Counted in the source's time (event_time(): when the source took each JPEG from its ffmpeg),
     over the same 10 s of it for every stream, not by when results arrive: on a busy box the
-    models answer late, and the rate a result arrives at is the plugin's, measured by bench/camera.py."""
+    models answer late, and the rate a result arrives at is the plugin's, measured by bench/camera_bench.py."""
     clip, _ = camera_clip
     window_ms = 10_000
     with http_mjpeg_server(clip) as camera:

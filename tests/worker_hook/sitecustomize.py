@@ -39,7 +39,7 @@ class HoldingFinder(importlib.abc.MetaPathFinder):
     """Wraps function_server.OneLineErrorRuntime.do_run when the worker imports it."""
 
     def find_spec(self, name, path=None, target=None):
-        if name != "function_server":
+        if name != "runtime.function_server":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None:

@@ -72,7 +72,7 @@ class PatchOnImport(importlib.abc.MetaPathFinder):
     """Finds function_server as usual and patches it once it has run."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != "function_server":
+        if fullname != "runtime.function_server":
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

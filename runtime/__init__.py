@@ -1,0 +1,1 @@
+"""What kuiperd drives: the supervisor, the worker, its function channels and rule revival."""

@@ -1,0 +1,100 @@
+"""The plugin's answers as defect.proto messages and back, for the gRPC server and its clients.
+
+A result message holds exactly what the plugin function returns; `answer_of` turns it back
+into that JSON (the proto's JSON names are the plugin's keys), so a gRPC caller and a rule
+see the same thing.
+"""
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from service import defect_pb2
+
+API_KEY_METADATA = "x-api-key"  # the gRPC metadata key that carries the service's API key
+API_KEY_VAR = "DEFECT_API_KEY"  # the variable the service, its client and ekuiper_service.py read the key from
+# The server's defaults for its streams (here, so service.py names them without loading grpc).
+MAX_STREAMS = 32  # Defect streams at once (each holds a thread of the call pool while open)
+IDLE_SECONDS = 60.0  # a stream with no message from its caller for this long is cancelled
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """One plugin function over gRPC: its request and result messages and its option field."""
+    function: str  # the plugin's SQL function name, as ModelHost.call takes it
+    unary: str  # the service's method names
+    stream: str
+    request: type[Message]
+    result: type[Message]
+    option: str  # the request field with the function's second SQL argument
+
+
+RPCS = {
+    "labelImage": Rpc("labelImage", "LabelImage", "LabelImageStream",
+                      defect_pb2.LabelImageRequest, defect_pb2.LabelImageResult, "k"),
+    "inference": Rpc("inference", "Inference", "InferenceStream",
+                     defect_pb2.InferenceRequest, defect_pb2.InferenceResult, "threshold"),
+}
+
+# eKuiper copies a base64 string field's text into a `bytes` field as it is, so the image field
+# also takes base64 text (or a data URI). An encoded image is never all base64 letters: JPEG,
+# PNG, GIF, WebP, TIFF and BMP headers hold bytes outside them.
+# No leading \s* here: beside the class's own \s it backtracks quadratically (40 kB of spaces and
+# one other byte took 6 s, holding the GIL); image_value strips leading white space first instead.
+BASE64_TEXT = re.compile(rb"(data:[\w.+-]*/[\w.+-]*(;[\w=.+-]*)*,)?[A-Za-z0-9+/=_\-\s]+")
+WHITESPACE = (b" ", b"\t", b"\r", b"\n")
+
+
+def read_api_key(path: str | None) -> str | None:
+    """The API key from the file at path, else from DEFECT_API_KEY (stripped; None if neither has
+    one). Never a command-line argument: `ps` shows those. Raises OSError if the file cannot be read."""
+    if path:
+        with open(path, "rb") as f:
+            return f.read().decode().strip() or None
+    return os.environ.get(API_KEY_VAR, "").strip() or None
+
+
+def image_value(data: bytes) -> bytes | str:
+    """The request's image as ModelHost.call takes it: the bytes, or their text if they are base64.
+
+    Letters-only bytes of a length no base64 text has (4n+1, e.g. b"hello") stay bytes, so they
+    are answered as what they are: not an image."""
+    match = BASE64_TEXT.fullmatch(data.lstrip() or data)  # all white space: matched by the class alone
+    if match is None:
+        return data
+    letters = len(data) - len(match.group(1) or b"") - sum(data.count(space) for space in WHITESPACE)
+    return data.decode("ascii") if match.group(1) or letters % 4 != 1 else data
+
+
+def option_of(rpc: Rpc, request: Message) -> Any:
+    """The request's k or threshold, None when unset (the config's default)."""
+    return getattr(request, rpc.option) if request.HasField(rpc.option) else None
+
+
+def result_message(rpc: Rpc, answer: Any, request_id: str) -> Message:
+    """The plugin's answer (labelImage's list, inference's dict) as the rpc's result message."""
+    if rpc.function == "labelImage":
+        return defect_pb2.LabelImageResult(labels=[defect_pb2.Label(**label) for label in answer], id=request_id)
+    # json_format maps the plugin's keys ("inference time", ...) to fields by their JSON names,
+    # and refuses a key the proto lacks, so a new key in the plugin's answer fails a test here.
+    result = json_format.ParseDict(answer, defect_pb2.InferenceResult())
+    result.id = request_id
+    return result
+
+
+def error_message(rpc: Rpc, line: str, request_id: str) -> Message:
+    """A stream's result for a frame that could not be served."""
+    return rpc.result(id=request_id, error=line)
+
+
+def answer_of(result: Message) -> Any:
+    """The plugin's JSON for a result message (without its id and error)."""
+    if isinstance(result, defect_pb2.LabelImageResult):
+        return [{"confidence": label.confidence, "label": label.label} for label in result.labels]
+    answer = json_format.MessageToDict(result, always_print_fields_with_no_presence=True)
+    answer.pop("id", None)
+    answer.pop("error", None)
+    return answer

@@ -1,0 +1,90 @@
+"""Both models for a process outside kuiperd, answering exactly as the plugin's functions do.
+
+It holds the window functions' form of each model (batch_func.py): one single-threaded copy
+per core, so concurrent callers use every core, and each call runs the per-frame function's
+own checks and code (`ModelFunction.check_option` and `serve_one`), so the answer, and the
+one-line error for bad input, is the plugin's.
+"""
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from batch_func import BatchFunction, InferenceBatch, LabelImageBatch
+from core.errors import InputError, shown
+from core.settings import Settings
+
+# The names callers use: the plugin's per-frame SQL function names.
+FUNCTIONS = ("labelImage", "inference")
+
+
+class HostedLabelImage(LabelImageBatch):
+    name = "labelImage"  # its messages ("... model is still loading") name what the caller called
+
+
+class HostedInference(InferenceBatch):
+    name = "inference"
+
+
+class ModelHost:
+    def __init__(self, settings: Settings, workers: int = 0):
+        """workers: model copies per function (0: one per usable core, as batch.workers)."""
+        if workers:
+            settings = {**settings, "batch": {**settings["batch"], "workers": workers}}
+        self.functions: dict[str, BatchFunction] = {
+            "labelImage": HostedLabelImage(settings),
+            "inference": HostedInference(settings),
+        }
+        # Copies in use now, the most ever in use at once, and requests waiting for one, per function:
+        # /metrics shows them, so "two requests at once run on two copies" is something a caller can see.
+        self.busy = dict.fromkeys(self.functions, 0)
+        self.busy_peak = dict.fromkeys(self.functions, 0)
+        self.waiting = dict.fromkeys(self.functions, 0)  # requests waiting for a free copy
+        self._counting = threading.Lock()
+
+    def start_loading(self) -> None:
+        for function in self.functions.values():
+            function.start_loading()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """True when every model finished loading (or failed to) within timeout."""
+        return all(function.loaded.wait(timeout) for function in self.functions.values())
+
+    def status(self) -> dict[str, str]:
+        """Per function: "ready", "loading", or the one line it failed with."""
+        return {name: ("loading" if not f.loaded.is_set() else f.error or "ready")
+                for name, f in self.functions.items()}
+
+    def ready(self) -> bool:
+        return all(state == "ready" for state in self.status().values())
+
+    def call(self, name: str, image: Any, option: Any = None, wait: float | None = None) -> Any:
+        """The plugin function `name`'s answer for one image (bytes, base64 text or a data URI).
+
+        wait: the most seconds to wait for a free model copy (a caller's deadline; None: no bound).
+        Raises InputError for bad input or an unknown name, ModelUnavailable while the
+        model loads, after it failed to, or when every copy stayed busy for `wait`.
+        """
+        function = self.functions.get(name)
+        if function is None:
+            raise InputError(f"unknown function {shown(name)}: use one of {', '.join(FUNCTIONS)}")
+        if option is not None:
+            function.check_option(option, None)  # before any wait for the model
+        models = function.ready_model()
+        with contextlib.ExitStack() as held:
+            with self._counted(self.waiting, name):  # waiting for a copy until the borrow returns
+                model = held.enter_context(models.borrowed(wait))
+            with self._counted(self.busy, name):
+                return function.serve_one(model, image, option)
+
+    @contextlib.contextmanager
+    def _counted(self, counts: dict[str, int], name: str) -> Iterator[None]:
+        """counts[name] is one higher for the block (busy also raises busy_peak)."""
+        with self._counting:
+            counts[name] += 1
+            self.busy_peak[name] = max(self.busy_peak[name], self.busy[name])
+        try:
+            yield
+        finally:
+            with self._counting:
+                counts[name] -= 1

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Start the model service from an unpacked build/defect-service.zip (or the repo), on any box:
+#   unzip -q defect-service.zip -d defect-service && bash defect-service/service/serve.sh --host 0.0.0.0 \
+#     --api-key-file /etc/defect/key --tls-cert cert.pem --tls-key key.pem   (a network address needs both)
+# The first run makes .venv beside service/ with the pinned requirements of the plugin and the
+# service (Python 3.11+; `python3` or $VENV_PYTHON makes it); later runs reuse it. DEFECT_PYTHON:
+# a Python that already has them (no venv is made). Arguments go to service/service.py.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=${DEFECT_PYTHON:-$root/.venv/bin/python}
+if [ -z "${DEFECT_PYTHON:-}" ] && [ ! -f "$root/.venv/.installed" ]; then
+  echo "serve.sh: installing the requirements into $root/.venv (once)" >&2
+  rm -rf "$root/.venv"
+  "${VENV_PYTHON:-python3}" -m venv "$root/.venv"
+  # requirements.txt's `# --no-deps` lines (the ekuiper SDK) go in after the rest, without their dependencies.
+  if ! { "$python" -m pip install --disable-pip-version-check -q \
+           -r <(grep -v '^[^#]*# --no-deps' "$root/requirements.txt") -r "$root/service/requirements.txt" &&
+         "$python" -m pip install --disable-pip-version-check -q --no-deps \
+           -r <(sed -n 's/^\([^#]*[^#[:space:]]\)[[:space:]]*# --no-deps.*/\1/p' "$root/requirements.txt"); }; then
+    rm -rf "$root/.venv"  # half-built: the next run starts over
+    echo "serve.sh: installing the requirements failed" >&2
+    exit 1
+  fi
+  touch "$root/.venv/.installed"
+fi
+exec "$python" "$root/service/service.py" "$@"

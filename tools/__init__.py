@@ -1,0 +1,1 @@
+"""Demos and shell helpers for developers (never shipped in the plugin zip)."""
