@@ -33,11 +33,16 @@ $(VENV)/.installed: requirements.txt service/requirements.txt tests/requirements
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r $(REQUIREMENTS_NO_DEPS)
 	touch $@
 
+# `make models` copies from $(FIXTURES) when that folder exists (CI and tests stay offline); on a fresh
+# clone it downloads from the Coral test_data commit pinned in tools/fetch_models.py, each file's sha256
+# checked (MODELS_URL=... for a mirror). MODELS_OUT: where to write (the tests build into a temp folder).
+MODELS_URL ?=
+MODELS_OUT ?= models
 models: models/.built
 models/.built: tools/build_models.py tools/synthetic_surface.py $(VENV)/.installed
-	@test -d $(FIXTURES)/models || { echo "fixtures not found at $(FIXTURES) (set FIXTURES=...)"; exit 1; }
-	$(PY) tools/build_models.py --fixtures $(FIXTURES)
-	touch $@
+	$(PY) tools/build_models.py $(if $(wildcard $(FIXTURES)/models),--fixtures $(FIXTURES)) \
+	  $(if $(MODELS_URL),--url '$(MODELS_URL)') --out $(MODELS_OUT)
+	touch $(MODELS_OUT)/.built
 
 # Your own defect model in the zip (e.g. an anomalib export): `make package CUSTOM_MODEL=path/to/model.xml`
 # puts it (and its .bin) in models/custom/ and makes it the zip's defect.model.
@@ -108,7 +113,7 @@ $(KUIPERD): | tools/build_kuiperd.sh
 	tools/build_kuiperd.sh $(KUIPER_VERSION) $(KUIPERD_DIR)
 
 demo: package kuiperd
-	$(PY) label.py $(FIXTURES)/images/cat.bmp $(FIXTURES)/images/cat_1080p.jpg
+	$(PY) label.py models/sample_cat.jpg
 	$(PY) inference.py models/sample_surface.png --out build/inference.jpg
 	$(PY) tools/demo.py
 	$(PY) tools/demo_camera.py

@@ -1,19 +1,25 @@
-"""`make models`: fill models/ with what the plugin needs, from the fixtures and from our own code.
+"""`make models`: fill models/ with what the plugin needs, from the fixtures (or their upstream home) and our code.
 
-- the labelling model and its labels, copied from the fixtures;
+- the labelling model and its labels: copied from the fixtures folder when there is one
+  (`--fixtures`, CI and tests stay offline), else downloaded from their upstream home, the Coral
+  `test_data` repository at a pinned commit (tools/fetch_models.py: each file's sha256 checked first);
 - models/model.xml + model.bin: the default surface-defect segmenter, an OpenVINO
   IR built here with OpenVINO's graph API (no outside weights);
-- models/deeplabv3.xml + .bin: the fixture DeepLab v3 .tflite converted to IR, so
+- models/deeplabv3.xml + .bin: the DeepLab v3 .tflite (fixtures or upstream) converted to IR, so
   the tests prove the IR path on a real learned network;
 - models/sample_surface.png: a synthetic surface with 3 defects, the default
   image of `python inference.py`;
-- models/sample_cat.jpg: the fixtures' cat.bmp as a small JPEG, the default image
+- models/sample_cat.jpg: cat.bmp (fixtures or upstream) as a small JPEG, the default image
   of `python label.py` (made here, not committed: fixture images stay out of git).
+
+A download that fails (HTTP error, server unreachable, too slow, too large, checksum mismatch)
+prints one line naming the file and exits 1; nothing half-written is left in the output folder.
 """
 import argparse
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 import openvino as ov
@@ -23,7 +29,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS_DIR = os.path.join(REPO, "models")
 if REPO not in sys.path:  # run by path (`make models`): tools/ is imported from the repo root
     sys.path.insert(0, REPO)
+from tools.fetch_models import SOURCES, UPSTREAM_URL, DownloadError, fetch_sources  # noqa: E402
+
 LABEL_FILES = ("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt")
+DEEPLAB_FILE = "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+CAT_FILE = "cat.bmp"
 
 # Defect model geometry and sensitivity, in model pixels and texture deviations;
 # tuned on synthetic surfaces (tools/synthetic_surface.py), 0 miscounts in 240.
@@ -80,24 +90,55 @@ def defect_model(size=MODEL_SIZE):
     return model
 
 
-def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fixtures", required=True, help="path to shared/fixtures")
-    args = parser.parse_args(argv)
-    fixture_models = os.path.join(args.fixtures, "models")
-    for name in LABEL_FILES:
-        shutil.copyfile(os.path.join(fixture_models, name), os.path.join(MODELS_DIR, name))
-    ov.save_model(defect_model(), os.path.join(MODELS_DIR, "model.xml"))
-    deeplab = ov.convert_model(os.path.join(fixture_models, "deeplabv3_mnv2_dm05_pascal_quant.tflite"))
-    ov.save_model(deeplab, os.path.join(MODELS_DIR, "deeplabv3.xml"))
+def build(paths: dict[str, str], out_dir: str, copy_labels: bool) -> None:
+    """Write the models/ files into out_dir.
+
+    Args:
+        paths: the SOURCES names mapped to local files (in the fixtures folder, or downloaded).
+        out_dir: the output folder.
+        copy_labels: copy the label model and labels into out_dir (a download put them there already).
+    """
+    if copy_labels:
+        for name in LABEL_FILES:
+            shutil.copyfile(paths[name], os.path.join(out_dir, name))
+    ov.save_model(defect_model(), os.path.join(out_dir, "model.xml"))
+    deeplab = ov.convert_model(paths[DEEPLAB_FILE])
+    ov.save_model(deeplab, os.path.join(out_dir, "deeplabv3.xml"))
     import cv2
 
     from tools.synthetic_surface import surface_image
-    cv2.imwrite(os.path.join(MODELS_DIR, "sample_surface.png"), surface_image(3, seed=7))
-    cat = cv2.imread(os.path.join(args.fixtures, "images", "cat.bmp"))
-    cv2.imwrite(os.path.join(MODELS_DIR, "sample_cat.jpg"), cat, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    print(f"models: wrote {sorted(os.listdir(MODELS_DIR))}")
+    cv2.imwrite(os.path.join(out_dir, "sample_surface.png"), surface_image(3, seed=7))
+    cat = cv2.imread(paths[CAT_FILE])
+    cv2.imwrite(os.path.join(out_dir, "sample_cat.jpg"), cat, [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def main(argv: list[str]) -> int:
+    """`make models`: returns 0, or exits 1 with one line on stderr when a download failed."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fixtures", help="the shared fixtures folder to copy from; without it the sources "
+                        "are downloaded")
+    parser.add_argument("--url", default=os.environ.get("MODELS_URL") or UPSTREAM_URL,
+                        help="where to download from (default: $MODELS_URL, else the pinned Coral test_data commit)")
+    parser.add_argument("--out", default=MODELS_DIR, help="output folder (default: the repo's models/)")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if args.fixtures:
+        missing = [src.fixture_path for src in SOURCES.values()
+                   if not os.path.isfile(os.path.join(args.fixtures, src.fixture_path))]
+        if missing:
+            sys.exit(f"models: {', '.join(missing)} not found in the fixtures folder {args.fixtures}")
+        build({name: os.path.join(args.fixtures, src.fixture_path) for name, src in SOURCES.items()},
+              args.out, copy_labels=True)
+    else:
+        with tempfile.TemporaryDirectory(prefix=".sources.", dir=args.out) as work_dir:
+            try:
+                paths = fetch_sources(args.url, LABEL_FILES, args.out, work_dir)
+            except DownloadError as e:
+                sys.exit(f"models: {e}")
+            build(paths, args.out, copy_labels=False)
+    print(f"models: wrote {sorted(os.listdir(args.out))} in {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""`make demo`, second half: both tutorials' rules in a real kuiperd, fed the fixture images over MQTT.
+"""`make demo`, second half: both tutorials' rules in a real kuiperd, fed models/' sample images over MQTT.
 
 Starts mosquitto and kuiperd v2.4.2 on free loopback ports, or uses the eKuiper at
 KUIPER_URL (with its MQTT broker at MQTT_URL, default tcp://127.0.0.1:1883);
@@ -21,8 +21,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import harness  # noqa: E402
 from tools.synthetic_surface import surface_image  # noqa: E402
 
-REPO = HERE.parents[1]
-FIXTURES = Path(os.environ.get("DEFECT_FIXTURES", REPO.parent / "shared" / "fixtures"))
+REPO = HERE.parent
+# Written by `make models` (from the fixtures, or downloaded): the demo needs no fixtures folder.
+SAMPLE_CAT = REPO / "models" / "sample_cat.jpg"
 RULES = {
     "tflite": ("SELECT labelImage(self)[0]->label AS label FROM tfdemo", "ekuiper/labels"),
     "openvino": ("SELECT image AS origin, inference(image)->base64 AS afterProcess FROM openvino_demo "
@@ -47,9 +48,14 @@ def run(client, mqtt_url, broker=None):
         broker.wait_subscribed("tfdemo")
         broker.wait_subscribed("openvino_demo")
     publisher = harness.MqttPublisher(host, port)
-    cats = ["cat.bmp", "cat_720p.jpg", "cat_1080p.jpg"]
-    for name in cats:
-        publisher.publish("tfdemo", (FIXTURES / "images" / name).read_bytes())
+    # The sample cat as it is, and scaled to the frames of a 720p and a 1080p camera.
+    cat = cv2.imread(str(SAMPLE_CAT))
+    frames = {SAMPLE_CAT.name: SAMPLE_CAT.read_bytes()}
+    for width, height in ((1280, 720), (1920, 1080)):
+        frames[f"cat_{height}p.jpg"] = cv2.imencode(".jpg", cv2.resize(cat, (width, height)))[1].tobytes()
+    cats = list(frames)
+    for frame in frames.values():
+        publisher.publish("tfdemo", frame)
     for seq in range(4):
         jpeg = cv2.imencode(".jpg", surface_image(seq, seed=40 + seq))[1].tobytes()
         publisher.publish("openvino_demo", json.dumps({"seq": seq, "image": base64.b64encode(jpeg).decode()}).encode())
