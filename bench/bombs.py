@@ -1,6 +1,6 @@
 """`make bench`, part 6: small files that explode, each handed to decode_image in a fresh process.
 
-    .venv/bin/python bench/bombs.py [--code DIR] [--only TEXT]
+    .venv/bin/python -m bench.bombs [--code DIR] [--only TEXT]
 
 Every crafted input of tests/crafted_images.py (the issue's table first: PNG decompression
 bombs, a chunk flood, spaced base64; then one or more per format) goes to decode_image with
@@ -12,14 +12,12 @@ run at 120 s, so the old unbounded code cannot take the box down. Writes build/b
 """
 import argparse
 import os
-import sys
+
+from bench.report import write_report
+from tests.support.crafted_images import BOMBS, LIMITS, measure
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
-
-from crafted_images import BOMBS, LIMITS, measure  # noqa: E402
-from report import write_report  # noqa: E402  (bench/report.py)
 
 
 def run(code_dir: str, only: str | None) -> list[dict]:

@@ -1,6 +1,6 @@
 """`make bench`, camera part: clip to labels through kuiperd, frames in, results out, latency.
 
-    .venv/bin/python bench/camera_bench.py [--seconds 30]
+    .venv/bin/python -m bench.camera_bench [--seconds 30]
 
 A live HTTP MJPEG camera (ffmpeg serving tools/video_clip.py's clip at 10 fps, in real time, with
 sensor noise so no two frames are alike) feeds a real kuiperd; each path into kuiperd is one row,
@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support import harness
+from tests.support.camera_bridge_process import BridgeProcess
+from tests.support.stats import median, percentile
+from tools.video_clip import http_mjpeg_server, make_clip
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path[:0] = [str(REPO / "tests" / "e2e"), str(REPO / "tests"), str(REPO)]
-
-import harness  # noqa: E402
-from camera_bridge_process import BridgeProcess  # noqa: E402
-from tools.video_clip import http_mjpeg_server, make_clip  # noqa: E402
 
 BUILD = REPO / "build"
 INTERVAL_MS = 200  # 5 fps
@@ -42,10 +40,6 @@ QUERIES = {
     "labelImage + inference": ("SELECT event_time() AS t_in, labelImage(self)[0]->label AS label, "
                                "inference(self)->defect AS defect FROM {stream}"),
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 def run_rule(kuiperd: harness.Kuiperd, mqtt: harness.Mosquitto, stream: str, sql: str, seconds: float) -> dict:
@@ -72,7 +66,7 @@ def run_rule(kuiperd: harness.Kuiperd, mqtt: harness.Mosquitto, stream: str, sql
     latencies = [(m.timestamp + wall_minus_monotonic) * 1000 - json.loads(m.payload)["t_in"] for m in in_window]
     return {"frames_in": records_in, "results_out": len(in_window), "seconds": round(ended - began, 1),
             "results_per_s": round(len(in_window) / (ended - began), 2),
-            "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+            "latency_p50_ms": round(median(latencies), 1) if latencies else None,
             "latency_p95_ms": round(percentile(latencies, 95), 1) if latencies else None}
 
 

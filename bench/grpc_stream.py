@@ -1,6 +1,6 @@
 """`make bench`, part 4: the gRPC streaming calls against unary calls one at a time.
 
-    .venv/bin/python bench/grpc_stream.py [--frames N] [--rounds R]
+    .venv/bin/python -m bench.grpc_stream [--frames N] [--rounds R]
 
 Distinct 1080p JPEGs (bench/service_bench.py's) go to a real service process (service/service.py on
 127.0.0.1) per function: as unary calls one after another (what a simple client does), and as one
@@ -14,29 +14,23 @@ Writes build/grpc-stream-bench.json and .md.
 """
 import argparse
 import json
-import os
-import statistics
-import sys
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(BENCH)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests"), BENCH]
+import grpc
 
-import grpc  # noqa: E402
-from report import write_report  # noqa: E402  (bench/report.py)
-from service_bench import distinct_jpegs  # noqa: E402  (bench/service_bench.py)
-
-from core.thread_tuning import usable_cores  # noqa: E402
-from service import defect_pb2_grpc  # noqa: E402
-from service.grpc_messages import RPCS  # noqa: E402
-from service_process import HOST, running_service  # noqa: E402
+from bench.report import write_report
+from bench.service_bench import distinct_jpegs
+from core.thread_tuning import usable_cores
+from service import defect_pb2_grpc
+from service.grpc_messages import RPCS
+from tests.support.service_process import HOST, running_service
+from tests.support.stats import median, percentile
 
 
 def summary(latencies: list[float], wall: float) -> dict:
     return {"frames_per_s": round(len(latencies) / wall, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p95_ms": round(statistics.quantiles(latencies, n=20)[18] * 1000, 1)}
+            "p50_ms": round(median(latencies) * 1000, 1),
+            "p95_ms": round(percentile(latencies, 95) * 1000, 1)}
 
 
 def unary_one_at_a_time(stub, rpc, frames: list[bytes]) -> dict:
@@ -81,7 +75,7 @@ def run(frame_count: int, rounds: int) -> dict:
                 runs["one stream"].append(one_stream(stub, rpc, frames))
             for mode, results in runs.items():
                 rows.append({"function": rpc.function, "mode": mode, "frames": frame_count, "rounds": rounds,
-                             **{key: statistics.median(r[key] for r in results) for key in results[0]}})
+                             **{key: median([r[key] for r in results]) for key in results[0]}})
                 print(json.dumps(rows[-1]), flush=True)
         channel.close()
     for row in rows:

@@ -17,7 +17,7 @@ import urllib.request
 
 import websocket  # websocket-client
 
-from timing import stats, two_spellings
+from bench.timing import stats, two_spellings
 
 STREAM = "bench_defect_in"
 PUSH_PATH = "/bench_defect"

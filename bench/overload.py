@@ -9,7 +9,7 @@ and an inference rule with kuiperd's default options (bufferLength 1024, no send
 3. delete under backlog: overload again, delete both rules mid-backlog, count answers
    that still arrive, then check a new rule is served by the same plugin processes.
 
-    tests/e2e/with_private_tmp.sh .venv/bin/python bench/overload.py [--factor 3] [--seconds 40] [--buffer-length N]
+    tools/with_private_tmp.sh .venv/bin/python -m bench.overload [--factor 3] [--seconds 40] [--buffer-length N]
 
 Prints a summary; writes build/overload_buffer<bufferLength>.json (README, Reliability, quotes it).
 """
@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "e2e")]
+from tests.support import harness
+from tests.support.loadgen import burst_rate, paced, rss_kb
+from tests.support.scenarios import image_bytes
+from tests.support.stats import percentile
 
-import harness  # noqa: E402
-from loadgen import burst_rate, paced, percentile, rss_kb  # noqa: E402
-from scenarios import image_bytes  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FRAMES = ("cat_720p.jpg", "hot_dog.jpg", "owl.jpg")  # 1280x720, 512x384, 512x384
 RULES = {"ov_label": "SELECT seq, labelImage(image)[0]->label AS label FROM ov",

@@ -1,7 +1,7 @@
 """`make bench`, the rows the README's claims quote: defect detection against the truth, the input limits,
 the cost of the JPEG completeness check. bench/run.py runs these; on their own:
 
-    .venv/bin/python bench/proof.py [--quick] [--fixtures ../shared/fixtures]
+    .venv/bin/python -m bench.proof [--quick] [--fixtures ../shared/fixtures]
 
 Detection: every image goes through inference() as the plugin runs it (base64 in,
 decode, model, boxes), and its boxes are matched one-to-one against the truth
@@ -14,22 +14,20 @@ tuned on, so its rows are not independent evidence).
 import argparse
 import base64
 import os
-import sys
 import timeit
 
 import cv2
 import numpy as np
 
+from bench.timing import timed
+from core.image_input import _jpeg_walk
+from core.settings import load_settings
+from label_func import Inference, LabelImage
+from tests.support.detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes
+from tools.synthetic_surface import surface_with_truth
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
-
-from core.image_input import _jpeg_walk  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes  # noqa: E402
-from label_func import Inference, LabelImage  # noqa: E402
-from timing import timed  # noqa: E402
-from tools.synthetic_surface import surface_with_truth  # noqa: E402
 
 SIZES = {"VGA": (640, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 SYNTHETIC_SEED = 100_000  # far from the seeds the tests use

@@ -10,7 +10,7 @@ a rule at restore (its log), whether the plugin restarted it, and whether both r
 within 30 s and answer a frame. A rule still stopped is restarted by hand (and counted) so
 the next round starts from the same state.
 
-    tests/e2e/with_private_tmp.sh .venv/bin/python bench/restart_race.py [--restarts 30] [--busy 0]
+    tools/with_private_tmp.sh .venv/bin/python -m bench.restart_race [--restarts 30] [--busy 0]
 
 --busy N runs N busy-loop processes during the restarts (a loaded box widens the race).
 Prints one line per restart and a summary; writes build/restart_race.json.
@@ -26,11 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "e2e")]
+from tests.support import harness
+from tests.support.scenarios import CAT_LABEL, image_bytes, json_or_none, surface_b64
 
-import harness  # noqa: E402
-from scenarios import CAT_LABEL, image_bytes, json_or_none, surface_b64  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def answered_since(collector: harness.MqttCollector, mark: int, check) -> bool:

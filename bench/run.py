@@ -1,6 +1,6 @@
 """`make bench`: how fast the defect plugin is, against its own floor and the tutorials.
 
-    .venv/bin/python bench/run.py [--quick] [--no-kuiperd | --kuiperd-url http://127.0.0.1:9081]
+    .venv/bin/python -m bench.run [--quick] [--no-kuiperd | --kuiperd-url http://127.0.0.1:9081]
 
 Measures (1) raw inference per model, (2) each public function called in Python
 (base64 in, result out), (3) the original tutorials' code paths, (4) the same
@@ -28,17 +28,16 @@ import numpy as np
 import openvino as ov
 import pynng
 
+from bench import proof, tutorial
+from bench.timing import timed, timed_together, two_spellings
+from core.settings import load_settings
+from label_func import Inference, LabelImage
+from tests.support.nng_host import PluginHost
+from tests.support.stats import median
+from tools.synthetic_surface import surface_image
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
-
-import proof  # noqa: E402
-import tutorial  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from label_func import Inference, LabelImage  # noqa: E402
-from nng_host import PluginHost  # noqa: E402
-from timing import timed, timed_together, two_spellings  # noqa: E402
-from tools.synthetic_surface import surface_image  # noqa: E402
 
 BUILD = os.path.join(REPO, "build")
 SIZES = {"VGA": (640, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
@@ -236,7 +235,7 @@ def measure_plugin(zip_path, inputs, n, warmup, trials):
                     supervisor_mb = memory_mb(host.process.pid)["VmRSS"]
             finally:
                 host.close()
-    summary = {key: round(float(np.median([row[key] for row in startup])), 3) for key in startup[0]}
+    summary = {key: round(median([row[key] for row in startup]), 3) for key in startup[0]}
     return {"trials": startup, "median": summary, "peak_rss_mb": memory["VmHWM"], "rss_mb": memory["VmRSS"],
             "supervisor_rss_mb": supervisor_mb}, nng
 
@@ -423,11 +422,10 @@ def measure_anomalib(fixtures, n, warmup):
 
 def measure_own_kuiperd(zip_path, cases, n, warmup):
     """Start kuiperd v2.4.2 as the end-to-end tests do (make kuiperd builds it), measure, stop it."""
-    import tempfile
     from pathlib import Path
-    sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
-    import harness
-    import kuiperd
+
+    from bench import kuiperd
+    from tests.support import harness
     with tempfile.TemporaryDirectory(prefix="defect-bench-") as home:
         # No broker: frames come by HTTP push and leave by websocket; the MQTT URL is never dialled.
         server = harness.Kuiperd(Path(home), "tcp://127.0.0.1:1").start()
@@ -482,7 +480,7 @@ def main():
             [("inference", name, inputs[name]) for name in INFERENCE_INPUTS]
     if args.kuiperd_url:
         print("through kuiperd ...", file=sys.stderr)
-        import kuiperd
+        from bench import kuiperd
         host = args.kuiperd_url.split("://", 1)[-1].split("/")[0].rsplit(":", 1)[0]
         r["kuiperd"] = kuiperd.measure(args.kuiperd_url, args.kuiperd_push_url or f"http://{host}:10081",
                                        zip_path, cases, n, warmup)

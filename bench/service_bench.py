@@ -1,6 +1,6 @@
 """`make bench`, part 3: the model service (service/service.py) against the direct call.
 
-    .venv/bin/python bench/service_bench.py [--requests N]
+    .venv/bin/python -m bench.service_bench [--requests N]
 
 Distinct 1080p JPEGs (the fixtures' cat_1080p.jpg shifted a pixel per frame) go to each
 function at concurrency 1, 4 and 16: in this process through ModelHost.call (the direct
@@ -16,8 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,17 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(BENCH)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
-
-from report import write_report  # noqa: E402  (bench/report.py)
-
-from core.settings import load_settings  # noqa: E402
-from core.thread_tuning import usable_cores  # noqa: E402
-from paths import fixture_path  # noqa: E402
-from service.model_host import FUNCTIONS, ModelHost  # noqa: E402
-from service_process import HOST, running_service  # noqa: E402
+from bench.report import write_report
+from core.settings import load_settings
+from core.thread_tuning import usable_cores
+from service.model_host import FUNCTIONS, ModelHost
+from tests.support.paths import fixture_path
+from tests.support.service_process import HOST, running_service
+from tests.support.stats import median, percentile
 
 CONCURRENCY = (1, 4, 16)
 TARGET_C4_OVER_C1 = 1.6
@@ -74,9 +68,9 @@ def measure(call: Callable[[bytes], None], frames: list[bytes], concurrency: int
         latencies.clear()
         list(pool.map(one, frames))
         wall, cpu = time.perf_counter() - started, cpu_seconds(server_pid) - cpu
-    quantiles = statistics.quantiles(latencies, n=20)
-    return {"requests_per_s": len(frames) / wall, "p50_ms": statistics.median(latencies) * 1000,
-            "p95_ms": quantiles[18] * 1000, "server_cpu_ms": cpu / len(frames) * 1000, "server_cores": cpu / wall}
+    return {"requests_per_s": len(frames) / wall, "p50_ms": median(latencies) * 1000,
+            "p95_ms": percentile(latencies, 95) * 1000, "server_cpu_ms": cpu / len(frames) * 1000,
+            "server_cores": cpu / wall}
 
 
 def direct_caller(host: ModelHost, name: str) -> Callable[[bytes], None]:
@@ -119,7 +113,7 @@ def grpc_caller(port: int, name: str) -> Callable[[bytes], None]:
 
 
 def medians(runs: list[dict]) -> dict:
-    return {key: round(statistics.median(run[key] for run in runs), 2 if key == "server_cores" else 1)
+    return {key: round(median([run[key] for run in runs]), 2 if key == "server_cores" else 1)
             for key in runs[0]}
 
 
@@ -129,7 +123,7 @@ def run(requests_per_level: int, rounds: int, only: list[str] | None = None) -> 
     host = ModelHost(settings)
     host.start_loading()
     if not (host.wait_loaded(300) and host.ready()):
-        raise SystemExit(f"bench/service_bench.py: the models did not load: {host.status()}")
+        raise SystemExit(f"bench.service_bench: the models did not load: {host.status()}")
     rows = []
     with running_service(grpc=True) as service:
         transports = {  # (caller, the process that serves: this one for the direct call)

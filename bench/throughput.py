@@ -1,6 +1,6 @@
 """`make bench`, part 2: frames per second through a real kuiperd, against the box's own floor.
 
-    .venv/bin/python bench/throughput.py [--quick]
+    .venv/bin/python -m bench.throughput [--quick]
 
 Distinct 1080p JPEG frames (never one frame repeated: the plugin answers a
 repeat of its last call from memory) go through mosquitto into a real kuiperd
@@ -28,16 +28,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.image_input import decode_image
+from core.settings import load_settings
+from core.thread_tuning import usable_cores
+from label_func import Inference, LabelImage
+from tests.support import harness
+from tests.support.stats import percentile
+from tools.synthetic_surface import surface_image
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests"), os.path.join(REPO, "tests", "e2e")]
-
-import harness  # noqa: E402
-from core.image_input import decode_image  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from core.thread_tuning import usable_cores  # noqa: E402
-from label_func import Inference, LabelImage  # noqa: E402
-from tools.synthetic_surface import surface_image  # noqa: E402
 
 BUILD = os.path.join(REPO, "build")
 FUNCTIONS = ("labelImage", "inference")
@@ -67,7 +67,7 @@ def cpu_seconds(pids):
 
 
 def percentile_s(values, q):
-    return round(float(np.percentile(values, q)), 3) if values else None
+    return round(percentile(values, q), 3) if values else None
 
 
 # ---------------------------------------------------------------- floors, in plain Python
@@ -228,7 +228,7 @@ def window_memory(fixtures, functions):
     """RSS growth of the plugin process for one 64-frame 1080p window of each function."""
     import zipfile
 
-    from nng_host import PluginHost
+    from tests.support.nng_host import PluginHost
     out = {}
     with tempfile.TemporaryDirectory(prefix="defect-window-memory-") as tmp:
         with zipfile.ZipFile(os.path.join(BUILD, "defect.zip")) as z:
@@ -238,7 +238,7 @@ def window_memory(fixtures, functions):
             for function in functions:
                 frames = distinct_frames(function, 64, fixtures)
                 host.exec(f"{function}Batch", frames[:4])  # model copies loaded
-                from run import worker_pid
+                from bench.run import worker_pid
                 worker = worker_pid(host.process.pid)
                 before = rss_mb(worker)
                 reply = host.exec(f"{function}Batch", frames)
@@ -280,7 +280,7 @@ def analyse(rows):
 
 
 def report(result, markdown):
-    from run import table  # the one table formatter of the bench
+    from bench.run import table  # the one table formatter of the bench
     out = [f"Machine: {result['cores']} cores; {result['date']}; load average {result['load_before']} -> "
            f"{result['load_after']}. {result['frames']} timed 1080p JPEG frames a row, all different.\n"]
     for function, r in result["rows"].items():

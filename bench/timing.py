@@ -1,13 +1,13 @@
 """Median and p95 of repeated calls; the one timing helper of the bench."""
 import time
 
-import numpy as np
+from tests.support.stats import median, percentile
 
 
-def stats(seconds):
-    ms = np.asarray(seconds) * 1000
-    return {"median_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "n": len(ms)}
+def stats(seconds: list[float]) -> dict:
+    """Median and p95 (nearest rank, tests/support/stats.py) in ms of call times in seconds."""
+    ms = [s * 1000 for s in seconds]
+    return {"median_ms": round(median(ms), 2), "p95_ms": round(percentile(ms, 95), 2), "n": len(ms)}
 
 
 def timed_together(fns, n, warmup):
