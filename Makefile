@@ -136,13 +136,15 @@ test: lint package package-offline package-service $(PLATFORM_ZIPS) kuiperd
 test-fast: lint package package-offline package-service
 	tools/with_private_tmp.sh $(PY) -m pytest tests --fast
 
+# Each bench writes build/<name>.json; bench.pages then writes docs/benchmarks.md and docs/bench/*.svg from them.
 bench: package kuiperd
-	$(PY) bench/run.py
-	$(PY) bench/throughput.py
-	$(PY) bench/service_bench.py
-	$(PY) bench/grpc_stream.py
-	$(PY) bench/camera_bench.py
-	$(PY) bench/bombs.py
+	$(PY) -m bench.run
+	$(PY) -m bench.throughput
+	$(PY) -m bench.service_bench
+	$(PY) -m bench.grpc_stream
+	$(PY) -m bench.camera_bench
+	$(PY) -m bench.bombs
+	$(PY) -m bench.pages
 
 # The models as a network service (README "Service"): HTTP with /docs and gRPC, on 127.0.0.1.
 SERVE_ARGS ?= --host 127.0.0.1 --http-port 8084 --grpc-port 50051
