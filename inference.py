@@ -3,6 +3,8 @@
 Pure logic, no eKuiper: `python inference.py [IMAGE or FOLDER ...]` prints one JSON line per
 image; `--out` writes the side-by-side picture (`--help` for the options).
 """
+from __future__ import annotations
+
 import base64
 import logging
 import os
@@ -10,7 +12,7 @@ import re
 import sys
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -18,8 +20,11 @@ import numpy as np
 from core import command_line
 from core.errors import ConfigError, first_line
 from core.image_input import decode_image
-from core.openvino_runtime import ColorFormat, PrePostProcessor, ov
-from core.settings import DEVICES, PLUGIN_DIR, Settings, check_value, defaults, device_family, load_settings
+from core.results import Inspection, Region, answer
+from core.settings import DEVICES, PLUGIN_DIR, check_value, defaults, device_family, load_settings
+
+if TYPE_CHECKING:
+    from core.openvino_runtime import ov
 
 log = logging.getLogger(__name__)
 DEFAULTS = defaults("defect")
@@ -155,32 +160,57 @@ def input_scale_for(model: ov.Model, outputs: ChosenOutputs, input_scale: float 
 
 
 class DefectSegmenter:
-    """One compiled segmentation model; `inspect(bgr)` returns the defect report."""
+    """A segmentation model: built from the `defect` config section's keywords, then `load()`ed;
+    `inspect(bgr)` gives the defect report."""
 
-    def __init__(self, model_path: str, device: str = DEFAULTS["device"], threshold: float = DEFAULTS["threshold"],
-                 color: str = DEFAULTS["color"], min_area: float = DEFAULTS["min_area"],
-                 jpeg_quality: int = DEFAULTS["jpeg_quality"], threads: int = DEFAULTS["threads"],
-                 input_size: Any = DEFAULTS["input_size"], input_scale: float | None = DEFAULTS["input_scale"],
-                 output: str | None = DEFAULTS["output"]):
-        """Values as settings.load_settings validates them (defaults: the config schema's).
+    def __init__(self, *, model: str = DEFAULTS["model"], device: str = DEFAULTS["device"],
+                 threshold: float = DEFAULTS["threshold"], color: str = DEFAULTS["color"],
+                 min_area: float = DEFAULTS["min_area"], jpeg_quality: int = DEFAULTS["jpeg_quality"],
+                 threads: int = DEFAULTS["threads"], input_size: Any = DEFAULTS["input_size"],
+                 input_scale: float | None = DEFAULTS["input_scale"], output: str | None = DEFAULTS["output"]):
+        """Keywords as core.settings validates them (defaults: the config schema's); nothing is read yet.
 
-        input_size: (width, height) for a model whose input height and width are dynamic
-        (default: what its metadata or outputs imply). input_scale: the value a float input
-        expects for a full-intensity pixel, 255 or 1 (default: 1 for anomalib exports, else 255).
-        output: the name of the output that holds the defect map (default: see `choose_outputs`)."""
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"model file not found: {model_path}")
-        core = ov.Core()
-        model = core.read_model(model_path)
+        Args:
+            model: OpenVINO IR .xml (its .bin beside it), .onnx or .tflite.
+            device: the OpenVINO device (CPU if this box lacks it).
+            threshold: the defect probability a pixel needs when a call gives none.
+            color: the colour order the model takes, RGB or BGR.
+            min_area: regions smaller than this (pixels of the image sent) are dropped.
+            jpeg_quality: of the side-by-side picture.
+            threads: OpenVINO CPU threads (0: OpenVINO's choice).
+            input_size: (width, height) for a model whose input height and width are dynamic
+                (default: what its metadata or outputs imply).
+            input_scale: the value a float input expects for a full-intensity pixel, 255 or 1
+                (default: 1 for anomalib exports, else 255).
+            output: the name of the output that holds the defect map (default: see `choose_outputs`).
+        """
+        self.model_path, self.device_wanted, self.color = model, device, color
+        self.threshold, self.min_area, self.jpeg_quality, self.threads = threshold, min_area, jpeg_quality, threads
+        self.input_size, self.input_scale, self.output = input_size, input_scale, output
+        self.lock = threading.Lock()  # one infer request, one call at a time
+
+    def prepare(self, core: ov.Core | None = None) -> ov.Model:
+        """The model read and edited for our frames (static size, pre-processing in the graph), not compiled.
+
+        Raises:
+            FileNotFoundError: no model file.
+            ValueError: a model the plugin cannot serve (inputs, outputs, size), said in one line.
+        """
+        # OpenVINO loads with the first model, not with this module: a process imports the
+        # function declarations (core/catalog.py) long before, and answers kuiperd meanwhile.
+        from core.openvino_runtime import ColorFormat, PrePostProcessor, ov
+        if not os.path.isfile(self.model_path):
+            raise FileNotFoundError(f"model file not found: {self.model_path}")
+        model = (core or ov.Core()).read_model(self.model_path)
         if len(model.inputs) != 1:
-            raise ValueError(f"{model_path} has {len(model.inputs)} inputs; a one-image segmenter is needed")
-        outputs = choose_outputs(model, output)
-        layout, (self.width, self.height) = input_layout_and_size(model, input_size)
+            raise ValueError(f"{self.model_path} has {len(model.inputs)} inputs; a one-image segmenter is needed")
+        self.outputs = choose_outputs(model, self.output)
+        layout, (self.width, self.height) = input_layout_and_size(model, self.input_size)
         if model.input().get_partial_shape().is_dynamic:
             # One frame at a fixed size: a static graph, and our resize is faster than the graph's
-            # (anomalib's export resizes inside; measured 27 vs 27-40 ms VGA to 720p, see README).
+            # (anomalib's export resizes inside; measured 27 vs 27-40 ms VGA to 720p).
             model.reshape([1, 3, self.height, self.width] if layout == "NCHW" else [1, self.height, self.width, 3])
-        scale = input_scale_for(model, outputs, input_scale)
+        scale = input_scale_for(model, self.outputs, self.input_scale)
         # The graph takes our decoded frame as it is (uint8 NHWC BGR) and converts
         # colour order, layout, element type and scale itself, fused into the first layer.
         ppp = PrePostProcessor(model)
@@ -188,23 +218,25 @@ class DefectSegmenter:
             .set_color_format(ColorFormat.BGR)
         ppp.input().model().set_layout(ov.Layout(layout))
         steps = ppp.input().preprocess()
-        steps.convert_color(ColorFormat.RGB if color.upper() == "RGB" else ColorFormat.BGR)
+        steps.convert_color(ColorFormat.RGB if self.color.upper() == "RGB" else ColorFormat.BGR)
         if scale != 255:
             steps.convert_element_type(ov.Type.f32).scale(255.0 / scale)
-        model = ppp.build()
-        self.device = choose_device(core, device)
+        return ppp.build()
+
+    def load(self) -> DefectSegmenter:
+        """Reads, edits (`prepare`) and compiles the model; returns self. Raises what `prepare` and OpenVINO raise."""
+        from core.openvino_runtime import ov
+        core = ov.Core()
+        model = self.prepare(core)
+        self.device = choose_device(core, self.device_wanted)
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads and self.device == "CPU":
+        if self.threads and self.device == "CPU":
             # The default model is memory-bound pooling on one channel: 1 thread was faster
             # and steadier than 2 on a 2-core box, and leaves a core for kuiperd and decoding.
-            config["INFERENCE_NUM_THREADS"] = threads
+            config["INFERENCE_NUM_THREADS"] = self.threads
         self.compiled = core.compile_model(model, self.device, config)
         self.request = self.compiled.create_infer_request()
-        self.lock = threading.Lock()  # one infer request, one call at a time
-        self.outputs = outputs
-        self.threshold = threshold
-        self.min_area = min_area
-        self.jpeg_quality = jpeg_quality
+        return self
 
     @property
     def size(self) -> tuple[int, int]:
@@ -242,7 +274,7 @@ class DefectSegmenter:
         return mask, fields
 
     def inspect(self, bgr: np.ndarray, threshold: float | None = None, original_size: tuple[int, int] | None = None,
-                with_picture: bool = True) -> dict:
+                with_picture: bool = True) -> Inspection:
         """Defect report for a BGR image of any size.
 
         original_size: (w, h) of the image before a reduced decode, so boxes are
@@ -258,11 +290,9 @@ class DefectSegmenter:
         width, height = original_size or (bgr.shape[1], bgr.shape[0])
         # The mask may be smaller than the input (anomalib: 256x256 whatever input_size is).
         defects = regions(mask, width / mask.shape[1], height / mask.shape[0], self.min_area)
-        report = {"inference time": round(elapsed_ms, 2), "defect": len(defects), "defects": defects,
-                  **fields, "width": width, "height": height}
-        if with_picture:
-            report["base64"] = side_by_side_jpeg(model_input, mask, self.jpeg_quality)
-        return report
+        picture = side_by_side_jpeg(model_input, mask, self.jpeg_quality) if with_picture else None
+        return Inspection(inference_time=round(elapsed_ms, 2), defect=len(defects), defects=defects,
+                          width=width, height=height, base64=picture, **fields)
 
 
 def mask_from_output(output: Any, threshold: float) -> np.ndarray:
@@ -283,7 +313,7 @@ def mask_from_output(output: Any, threshold: float) -> np.ndarray:
     return (output[0] > threshold).astype(np.uint8)
 
 
-def regions(mask: np.ndarray, scale_x: float, scale_y: float, min_area: float = 0) -> list[dict]:
+def regions(mask: np.ndarray, scale_x: float, scale_y: float, min_area: float = 0) -> list[Region]:
     """Separate defect regions (outer contours; holes do not count) as boxes in input pixels."""
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     found = []
@@ -296,9 +326,9 @@ def regions(mask: np.ndarray, scale_x: float, scale_y: float, min_area: float = 
         area = float(np.count_nonzero(inside & mask[y:y + h, x:x + w])) * scale_x * scale_y
         if area < min_area:
             continue
-        found.append({"x": round(x * scale_x), "y": round(y * scale_y), "w": max(1, round(w * scale_x)),
-                      "h": max(1, round(h * scale_y)), "area": max(1, round(area))})
-    return sorted(found, key=lambda d: (d["y"], d["x"]))
+        found.append(Region(x=round(x * scale_x), y=round(y * scale_y), w=max(1, round(w * scale_x)),
+                            h=max(1, round(h * scale_y)), area=max(1, round(area))))
+    return sorted(found, key=lambda region: (region.y, region.x))
 
 
 def side_by_side_jpeg(model_input: np.ndarray, mask: np.ndarray, quality: int) -> str:
@@ -308,14 +338,6 @@ def side_by_side_jpeg(model_input: np.ndarray, mask: np.ndarray, quality: int) -
     picture = np.hstack([model_input, cv2.cvtColor(mask * 255, cv2.COLOR_GRAY2BGR)])
     ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return base64.b64encode(jpeg.tobytes()).decode("ascii")
-
-
-def segmenter_from_settings(settings: Settings) -> DefectSegmenter:
-    """The segmenter that validated settings (settings.load_settings) describe."""
-    conf = settings["defect"]
-    return DefectSegmenter(conf["model"], conf["device"], conf["threshold"], conf["color"], conf["min_area"],
-                           conf["jpeg_quality"], conf["threads"], conf["input_size"], conf["input_scale"],
-                           conf["output"])
 
 
 def picture_path(out: str, image: str, several: bool) -> str:
@@ -355,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         command_line.fail(parser.prog, str(e))
     try:
-        segmenter = segmenter_from_settings(settings)
+        segmenter = DefectSegmenter(**settings["defect"]).load()
     except Exception as e:  # whatever OpenVINO raises: one line, as the plugin answers
         command_line.fail(parser.prog, f"defect model could not be loaded: {first_line(e)}")
     limits = settings["input"]
@@ -363,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def serve(path: str, data: bytes) -> dict:
         pixels, size = decode_image(data, limits["max_pixels"], limits["max_bytes"], segmenter.decode_size)
-        report = segmenter.inspect(pixels, args.threshold, size)
+        report = answer(segmenter.inspect(pixels, args.threshold, size))
         note = f"<{len(report['base64'])} chars"
         if args.out:
             picture = picture_path(args.out, path, several)

@@ -5,6 +5,8 @@ The `.tflite` runs on LiteRT, or on OpenVINO, which reads the same file (label.r
 Pure logic, no eKuiper: `python label.py [IMAGE or FOLDER ...]` prints one JSON line per image,
 as TensorFlow Lite's label_image.py does (`--help` for the options).
 """
+from __future__ import annotations
+
 import os
 import platform
 import sys
@@ -17,7 +19,8 @@ import numpy as np
 from core import command_line
 from core.errors import ConfigError, first_line
 from core.image_input import decode_image
-from core.settings import PLUGIN_DIR, Settings, defaults, load_settings
+from core.results import Label, answer
+from core.settings import PLUGIN_DIR, defaults, load_settings
 from core.thread_tuning import usable_cores
 
 DEFAULTS = defaults("label")
@@ -107,21 +110,42 @@ def read_labels(path: str) -> list[str]:
 
 
 class ImageLabeler:
-    """One loaded classifier; `label(bgr)` returns [{"confidence", "label": "286:Egyptian cat"}, ...]."""
+    """A TFLite classifier: built from the `label` config section's keywords, then `load()`ed;
+    `label(bgr, k)` gives the top k labels."""
 
-    def __init__(self, model_path: str, labels_path: str, top_k: int = DEFAULTS["top_k"], threads: int = 0,
+    def __init__(self, *, model: str = DEFAULTS["model"], labels: str = DEFAULTS["labels"],
+                 top_k: int = DEFAULTS["top_k"], threads: int = DEFAULTS["threads"],
                  runtime: str = DEFAULTS["runtime"]):
+        """Keywords as core.settings validates them (defaults: the config schema's); nothing is read yet.
+
+        Args:
+            model: the .tflite file.
+            labels: the labels file, one a line, as many as the model has classes.
+            top_k: labels `label` returns when it is given no k.
+            threads: the runtime's threads (0: every core).
+            runtime: litert, openvino, or auto (`resolve_runtime`).
+        """
+        self.model_path, self.labels_path = model, labels
+        self.top_k, self.threads = top_k, threads
         self.runtime = resolve_runtime(runtime)
-        self.runner = (OpenVINORunner if self.runtime == "openvino" else LiteRTRunner)(model_path, threads)
-        _, self.height, self.width, _ = self.runner.input_shape
-        self.input_is_float = self.runner.input_is_float
-        self.output_scale, self.output_zero = self.runner.output_scale, self.runner.output_zero
-        self.labels = read_labels(labels_path)
-        classes = self.runner.classes
-        if len(self.labels) != classes:
-            raise ValueError(f"{labels_path} has {len(self.labels)} labels but the model has {classes} classes")
-        self.top_k = top_k
+        self.runner: LiteRTRunner | OpenVINORunner | None = None
+        self.labels: list[str] = []
         self.lock = threading.Lock()  # one interpreter (infer request), one invocation at a time
+
+    def load(self) -> ImageLabeler:
+        """Reads the model and its labels and readies the runtime; returns self.
+
+        Raises:
+            FileNotFoundError: a file is missing.
+            ValueError: the labels do not match the model's classes.
+        """
+        runner = (OpenVINORunner if self.runtime == "openvino" else LiteRTRunner)(self.model_path, self.threads)
+        labels = read_labels(self.labels_path)
+        if len(labels) != runner.classes:
+            raise ValueError(f"{self.labels_path} has {len(labels)} labels but the model has {runner.classes} classes")
+        _, self.height, self.width, _ = runner.input_shape
+        self.runner, self.labels = runner, labels
+        return self
 
     @property
     def size(self) -> tuple[int, int]:
@@ -136,29 +160,24 @@ class ImageLabeler:
 
     def scores(self, bgr: np.ndarray) -> np.ndarray:
         """Class confidences in [0, 1] for a BGR image of any size."""
+        runner = self.runner
         # Plain bilinear resize: the reference results (fixtures README) were measured so.
         rgb = cv2.cvtColor(cv2.resize(bgr, self.size, interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
         tensor = rgb[np.newaxis]
-        if self.input_is_float:  # float MobileNets expect [-1, 1]
+        if runner.input_is_float:  # float MobileNets expect [-1, 1]
             tensor = (tensor.astype(np.float32) - 127.5) / 127.5
         with self.lock:
-            raw = self.runner.run(tensor)
-        if self.output_scale:  # quantised output: dequantise with the model's own parameters
-            return (raw.astype(np.float32) - self.output_zero) * self.output_scale
+            raw = runner.run(tensor)
+        if runner.output_scale:  # quantised output: dequantise with the model's own parameters
+            return (raw.astype(np.float32) - runner.output_zero) * runner.output_scale
         return raw.astype(np.float32)
 
-    def label(self, bgr: np.ndarray, k: int | None = None) -> list[dict]:
+    def label(self, bgr: np.ndarray, k: int | None = None) -> list[Label]:
         """The top k (default top_k) labels, best first, for a BGR image of any size."""
         k = min(k or self.top_k, len(self.labels))
         scores = self.scores(bgr)
         best = np.argsort(-scores, kind="stable")[:k]
-        return [{"confidence": round(float(scores[i]), 4), "label": f"{i}:{self.labels[i]}"} for i in best]
-
-
-def labeler_from_settings(settings: Settings) -> ImageLabeler:
-    """The labeller that validated settings (settings.load_settings) describe."""
-    conf = settings["label"]
-    return ImageLabeler(conf["model"], conf["labels"], conf["top_k"], conf["threads"], conf["runtime"])
+        return [Label(confidence=round(float(scores[i]), 4), label=f"{i}:{self.labels[i]}") for i in best]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         command_line.fail(parser.prog, str(e))
     try:
-        labeler = labeler_from_settings(settings)
+        labeler = ImageLabeler(**settings["label"]).load()
     except Exception as e:  # whatever the runtime raises: one line, as the plugin answers
         command_line.fail(parser.prog, f"label model could not be loaded: {first_line(e)}")
     limits = settings["input"]
 
     def serve(path: str, data: bytes) -> list[dict]:
         pixels, _ = decode_image(data, limits["max_pixels"], limits["max_bytes"], labeler.decode_size)
-        return labeler.label(pixels, args.top_k)
+        return answer(labeler.label(pixels, args.top_k))
 
     return command_line.serve_images(parser.prog, args.images, SAMPLE_IMAGE, serve)
 

@@ -51,18 +51,18 @@ def supervise(settings):
 
 
 def serve_in_worker(settings, config_error):
-    from batch_func import InferenceBatch, LabelImageBatch
+    from batch_func import window_functions
     from core.errors import InputError, ModelUnavailable
-    from label_func import Inference, LabelImage
+    from label_func import per_frame_functions
     from runtime import worker
     from runtime.function_server import FunctionServer
     from runtime.supervisor import log_to_stdout
 
     worker.die_with_supervisor()
     log_to_stdout()
-    per_frame = [LabelImage(settings), Inference(settings)]
+    per_frame = per_frame_functions(settings)
     # The window functions load their per-core model copies when a rule first uses them.
-    functions = {f.name: f for f in (*per_frame, LabelImageBatch(settings), InferenceBatch(settings))}
+    functions = {f.name: f for f in (*per_frame, *window_functions(settings))}
     worker.crash_if_marked(functions.values())
     server = FunctionServer(functions, expected_errors=(InputError, ModelUnavailable))
     in_use = [functions[name] for name in worker.functions_in_use() if name in functions]

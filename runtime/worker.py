@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable
 
 from core.exit_now import exit_now
+from core.serving import ServedFunction, mtime
 from core.settings import config_files
-from label_func import ModelFunction, mtime
 from runtime.function_server import FunctionServer
 from runtime.supervisor import DEGRADED_VAR, EXIT_MODEL_FILES_CHANGED, IN_USE_VAR, SUPERVISOR_PID_VAR
 
@@ -33,7 +33,7 @@ def die_with_supervisor() -> None:
         sys.exit(0)
 
 
-def crash_if_marked(functions: Iterable[ModelFunction]) -> None:
+def crash_if_marked(functions: Iterable[ServedFunction]) -> None:
     marker = os.environ.get(CRASH_MARKER_VAR)
     if not marker or os.environ.get(DEGRADED_VAR):  # a degraded worker loads no model
         return
@@ -47,8 +47,8 @@ def crash_if_marked(functions: Iterable[ModelFunction]) -> None:
                 pass
 
 
-def serve_forever(functions: dict[str, ModelFunction], server: FunctionServer,
-                  load_now: Iterable[ModelFunction], config_error: str | None = None) -> None:
+def serve_forever(functions: dict[str, ServedFunction], server: FunctionServer,
+                  load_now: Iterable[ServedFunction], config_error: str | None = None) -> None:
     """Serve every function for the process's life; in degraded mode, exit when a model file changes.
 
     config_error (settings.load_plugin_settings): the config is invalid, so every call is answered

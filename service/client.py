@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc", required=True, metavar="HOST:PORT", help="the service's gRPC address")
     parser.add_argument("--function", choices=sorted(RPCS), default="labelImage",
                         help="the model to run on every frame (default labelImage)")
-    parser.add_argument("--option", type=float, metavar="K_OR_THRESHOLD",
-                        help="k for labelImage, threshold for inference (default: the service's config)")
+    options = ", ".join(f"{rpc.option} for {name}" for name, rpc in RPCS.items())
+    parser.add_argument("--option", type=float, metavar="VALUE",
+                        help=f"the function's option: {options} (default: the service's config)")
     parser.add_argument("--out", metavar="MP4", help="write the frames with the results drawn on them here")
     parser.add_argument("--api-key-file", metavar="FILE",
                         help=f"a file holding the service's API key, if it has one (x-api-key metadata); "
@@ -60,8 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_cert and not args.tls_ca:
         parser.error("--tls-cert needs --tls-ca (mutual TLS is TLS first)")
-    if args.function == "labelImage" and args.option is not None and args.option != int(args.option):
-        parser.error(f"--option is k for labelImage: a whole number, got {args.option:g}")
+    option = RPCS[args.function].spec.option
+    if option.kind is int and args.option is not None and args.option != int(args.option):
+        parser.error(f"--option is {option.name} for {args.function}: a whole number, got {args.option:g}")
     return args
 
 
@@ -76,12 +78,12 @@ def frames(capture: cv2.VideoCapture, max_frames: int) -> Iterator[tuple[int, fl
         index += 1
 
 
-def draw(frame: np.ndarray, function: str, answer: object, error: str) -> np.ndarray:
-    """The frame with the result drawn on it: the top label, or the defect boxes and their count."""
+def draw(frame: np.ndarray, answer: object, error: str) -> np.ndarray:
+    """The frame with the result drawn on it: the top label (a list of labels), or the defect boxes and their count."""
     out = frame.copy()
     if error:
         caption, color = f"error: {error}"[:90], RED
-    elif function == "labelImage":
+    elif isinstance(answer, list):
         top = answer[0] if answer else {"label": "-", "confidence": 0.0}
         caption, color = f"{top['label']} ({top['confidence']:.2f})", GREEN
     else:
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             index, t, frame, jpeg = item
             request = rpc.request(image=jpeg, id=str(index))
             if args.option is not None:
-                setattr(request, rpc.option, int(args.option) if rpc.option == "k" else args.option)
+                setattr(request, rpc.option, rpc.spec.option.kind(args.option))
             sent[request.id] = (index, t, frame if args.out else None)
             yield request
 
@@ -173,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                         if not writer.isOpened():
                             print(f"client.py: cannot write {args.out}", file=sys.stderr)
                             return 2
-                    writer.write(draw(frame, args.function, answer, result.error))
-                    counts[answer[0]["label"] if args.function == "labelImage" and answer
+                    writer.write(draw(frame, answer, result.error))
+                    counts[answer[0]["label"] if isinstance(answer, list) and answer
                            else answer["defect"] if answer else "error"] += 1
                 else:
                     line = {"frame": index, "t": round(t, 3), "id": result.id}

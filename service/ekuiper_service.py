@@ -24,7 +24,7 @@ if str(HERE.parent) not in sys.path:  # run as a file from any directory: the pl
     sys.path.insert(0, str(HERE.parent))
 
 from core.command_line import OneLineArgumentParser  # noqa: E402
-from service.grpc_messages import API_KEY_VAR, read_api_key  # noqa: E402
+from service.grpc_messages import API_KEY_VAR, RPCS, read_api_key  # noqa: E402
 
 DESCRIPTOR = HERE / "ekuiper" / "defect_service.json"
 PROTO = HERE / "defect.proto"
@@ -37,6 +37,9 @@ def descriptor(grpc_address: str | None, http_url: str | None, api_key: str | No
     interfaces = conf["interfaces"]
     if grpc_address:
         interfaces["defectGrpc"]["address"] = f"tcp://{grpc_address.removeprefix('tcp://')}"
+        # Each declared function as <name>Grpc(image, option, id): the unary method of its RPC.
+        interfaces["defectGrpc"]["functions"] = [{"name": f"{name}Grpc", "serviceName": rpc.unary}
+                                                 for name, rpc in RPCS.items()]
     else:
         del interfaces["defectGrpc"]
     if http_url:

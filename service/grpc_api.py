@@ -29,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from core.errors import InputError, ModelUnavailable, first_line
+from core.model_host import ModelHost
 from service import defect_pb2, defect_pb2_grpc
 from service.grpc_messages import (
     API_KEY_METADATA,
@@ -41,7 +42,6 @@ from service.grpc_messages import (
     option_of,
     result_message,
 )
-from service.model_host import ModelHost
 from service.service_metrics import ServiceMetrics
 
 SERVICE_NAME = defect_pb2.DESCRIPTOR.services_by_name["Defect"].full_name  # "defect.v1.Defect"
@@ -58,6 +58,9 @@ HANDSHAKE_MS = 10_000
 
 
 class DefectService(defect_pb2_grpc.DefectServicer):
+    """The Defect service: each declared function's unary and stream methods (named by RPCS, set
+    below the class) over one ModelHost."""
+
     def __init__(self, host: ModelHost, copies: int, metrics: ServiceMetrics):
         self.host = host
         self.metrics = metrics
@@ -65,18 +68,6 @@ class DefectService(defect_pb2_grpc.DefectServicer):
         # up to two frames per copy in flight, so one stream alone keeps every core busy.
         self.frames = futures.ThreadPoolExecutor(copies, thread_name_prefix="grpc-frame")
         self.in_flight = 2 * copies
-
-    def LabelImage(self, request, context):
-        return self.unary(RPCS["labelImage"], request, context)
-
-    def Inference(self, request, context):
-        return self.unary(RPCS["inference"], request, context)
-
-    def LabelImageStream(self, requests, context):
-        return self.stream(RPCS["labelImage"], requests, context)
-
-    def InferenceStream(self, requests, context):
-        return self.stream(RPCS["inference"], requests, context)
 
     def serve(self, rpc: Rpc, request, wait: float | None = None) -> object:
         """The result message for one request (each a call in the metrics, a stream's frames too);
@@ -147,6 +138,21 @@ class DefectService(defect_pb2_grpc.DefectServicer):
             result = future.result()
             slots.release()
             yield result
+
+
+def _methods(rpc: Rpc) -> tuple[Callable, Callable]:
+    def unary(self: DefectService, request, context):
+        return self.unary(rpc, request, context)
+
+    def stream(self: DefectService, requests, context):
+        return self.stream(rpc, requests, context)
+    return unary, stream
+
+
+for _rpc in RPCS.values():  # the generated servicer looks its methods up by these names
+    _unary, _stream = _methods(_rpc)
+    setattr(DefectService, _rpc.unary, _unary)
+    setattr(DefectService, _rpc.stream, _stream)
 
 
 def status_of(error: Exception) -> grpc.StatusCode:

@@ -6,12 +6,15 @@ see the same thing.
 """
 import os
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from core.catalog import FUNCTIONS
+from core.functions import FunctionSpec
 from service import defect_pb2
 
 API_KEY_METADATA = "x-api-key"  # the gRPC metadata key that carries the service's API key
@@ -23,21 +26,44 @@ IDLE_SECONDS = 60.0  # a stream with no message from its caller for this long is
 
 @dataclass(frozen=True)
 class Rpc:
-    """One plugin function over gRPC: its request and result messages and its option field."""
-    function: str  # the plugin's SQL function name, as ModelHost.call takes it
+    """One declared function over gRPC: its request and result messages and its option field.
+
+    Derived from the declaration (core/catalog.py): `labelImage` is served by LabelImage and
+    LabelImageStream, with LabelImageRequest and LabelImageResult; defect.proto must have them
+    (a function declared without them fails here, at import, and in the tests).
+    """
+
+    spec: FunctionSpec
     unary: str  # the service's method names
     stream: str
     request: type[Message]
     result: type[Message]
-    option: str  # the request field with the function's second SQL argument
+
+    @property
+    def function(self) -> str:
+        """The declared function's name, as ModelHost.call takes it."""
+        return self.spec.name
+
+    @property
+    def option(self) -> str:
+        """The request field with the function's second SQL argument."""
+        return self.spec.option.name
+
+    @property
+    def list_field(self) -> str | None:
+        """For a function that answers a list (labelImage): the result message's repeated field holding it."""
+        if typing.get_origin(self.spec.result) is not list:
+            return None
+        (field,) = [f.name for f in self.result.DESCRIPTOR.fields if f.name not in ("id", "error")]
+        return field
 
 
-RPCS = {
-    "labelImage": Rpc("labelImage", "LabelImage", "LabelImageStream",
-                      defect_pb2.LabelImageRequest, defect_pb2.LabelImageResult, "k"),
-    "inference": Rpc("inference", "Inference", "InferenceStream",
-                     defect_pb2.InferenceRequest, defect_pb2.InferenceResult, "threshold"),
-}
+def rpc_of(spec: FunctionSpec) -> Rpc:
+    base = spec.name[0].upper() + spec.name[1:]
+    return Rpc(spec, base, f"{base}Stream", getattr(defect_pb2, f"{base}Request"), getattr(defect_pb2, f"{base}Result"))
+
+
+RPCS = {spec.name: rpc_of(spec) for spec in FUNCTIONS}
 
 # eKuiper copies a base64 string field's text into a `bytes` field as it is, so the image field
 # also takes base64 text (or a data URI). An encoded image is never all base64 letters: JPEG,
@@ -75,12 +101,11 @@ def option_of(rpc: Rpc, request: Message) -> Any:
 
 
 def result_message(rpc: Rpc, answer: Any, request_id: str) -> Message:
-    """The plugin's answer (labelImage's list, inference's dict) as the rpc's result message."""
-    if rpc.function == "labelImage":
-        return defect_pb2.LabelImageResult(labels=[defect_pb2.Label(**label) for label in answer], id=request_id)
-    # json_format maps the plugin's keys ("inference time", ...) to fields by their JSON names,
-    # and refuses a key the proto lacks, so a new key in the plugin's answer fails a test here.
-    result = json_format.ParseDict(answer, defect_pb2.InferenceResult())
+    """The plugin's answer (a function's JSON) as the rpc's result message.
+
+    json_format maps the plugin's keys ("inference time", ...) to fields by their JSON names,
+    and refuses a key the proto lacks, so a new key in the plugin's answer fails a test here."""
+    result = json_format.ParseDict({rpc.list_field: answer} if rpc.list_field else answer, rpc.result())
     result.id = request_id
     return result
 
@@ -92,9 +117,8 @@ def error_message(rpc: Rpc, line: str, request_id: str) -> Message:
 
 def answer_of(result: Message) -> Any:
     """The plugin's JSON for a result message (without its id and error)."""
-    if isinstance(result, defect_pb2.LabelImageResult):
-        return [{"confidence": label.confidence, "label": label.label} for label in result.labels]
+    rpc = next(rpc for rpc in RPCS.values() if isinstance(result, rpc.result))
     answer = json_format.MessageToDict(result, always_print_fields_with_no_presence=True)
     answer.pop("id", None)
     answer.pop("error", None)
-    return answer
+    return answer[rpc.list_field] if rpc.list_field else answer

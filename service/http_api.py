@@ -27,8 +27,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core.catalog import BY_NAME, FUNCTIONS
 from core.errors import InputError, ModelUnavailable, first_line, shown
-from service.model_host import FUNCTIONS, ModelHost
+from core.functions import FunctionSpec
+from core.model_host import NAMES, ModelHost
+from core.settings import defaults
 from service.service_metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -58,55 +61,27 @@ HANDSHAKE_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class Option:
-    """The second argument of a function: its name, JSON type and what it means."""
+    """The second argument of a function as HTTP takes it: its name, JSON schema and what it means."""
 
     name: str
     schema: dict
     description: str
 
 
-OPTIONS = {
-    # examples: what Swagger UI fills a form field with (the config's defaults), not a 1 or a 0.
-    "labelImage": Option("k", {"type": "integer", "minimum": 1, "examples": [5]},
-                         "labels to return, best first (default: label.top_k of the config, 5)"),
-    "inference": Option("threshold", {"type": "number", "minimum": 0, "maximum": 1, "examples": [0.5]},
-                        "probability above which a pixel is a defect (default: defect.threshold, 0.5)"),
-}
-SUMMARIES = {
-    "labelImage": "Label an image: the top k ImageNet classes (TFLite MobileNet v2), as labelImage(image, k)",
-    "inference": "Find surface defects (OpenVINO segmentation), as inference(image, threshold)",
-}
+def http_option(spec: FunctionSpec) -> Option:
+    """The declared option (core/catalog.py) as a query parameter and body field."""
+    option = spec.option
+    section, key = option.default_key.split(".")
+    return Option(option.name, option.json_schema(),
+                  f"{option.description} (default: {option.default_key} of the config, {defaults(section)[key]})")
+
+
+def summary(spec: FunctionSpec) -> str:
+    return f"{spec.summary}, as {spec.name}(image, {spec.option.name})"
 
 
 class ErrorAnswer(BaseModel):
     error: str = Field(description="one line saying what is wrong, the plugin's own for bad input")
-
-
-class Label(BaseModel):
-    confidence: float
-    label: str = Field(examples=["286:Egyptian cat"])
-
-
-class Region(BaseModel):
-    x: int
-    y: int
-    w: int
-    h: int
-    area: int
-
-
-class Inspection(BaseModel):
-    inference_time: float = Field(alias="inference time", description="ms from the decoded frame to the mask")
-    defect: int = Field(description="separate defect regions")
-    defects: list[Region]
-    width: int
-    height: int
-    base64: str = Field(description="JPEG of the input at model size beside the mask")
-    score: float | None = Field(None, description="anomalib exports only: image-level anomaly score")
-    anomalous: bool | None = Field(None, description="anomalib exports only: the model's verdict")
-
-
-ANSWERS = {"labelImage": list[Label], "inference": Inspection}
 
 
 @dataclass(frozen=True)
@@ -138,7 +113,7 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
     @app.exception_handler(HTTPException)
     async def one_line_error(request: Request, error: HTTPException) -> JSONResponse:
         name = request.url.path.removeprefix("/analyze/")
-        if name in FUNCTIONS:
+        if name in BY_NAME:
             metrics.failed(name, "http", error.status_code)
         return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
 
@@ -146,16 +121,16 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", shown(request.url.path))  # repr: a CR/LF in it forges no line
         name = request.url.path.removeprefix("/analyze/")
-        if name in FUNCTIONS:
+        if name in BY_NAME:
             metrics.failed(name, "http", 500)
         return JSONResponse({"error": f"internal error: {first_line(error)}"}, 500)
 
-    for name in FUNCTIONS:
-        add_function(app, host, name, max_bytes, metrics, guarded)
+    for spec in FUNCTIONS:
+        add_function(app, host, spec, max_bytes, metrics, guarded)
 
     @app.post("/analyze/{name}", include_in_schema=False, dependencies=guarded)
     def unknown_function(name: str) -> None:
-        raise HTTPException(404, f"unknown function {shown(name)}: use one of {', '.join(FUNCTIONS)}")
+        raise HTTPException(404, f"unknown function {shown(name)}: use one of {', '.join(NAMES)}")
 
     @app.get("/healthz", summary="200 when both models are loaded; 503 while they load or if one failed",
              responses={503: {"description": "loading, or a model failed (the reason is in functions)"}})
@@ -174,9 +149,10 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
     return app
 
 
-def add_function(app: FastAPI, host: ModelHost, name: str, max_bytes: int, metrics: ServiceMetrics,
+def add_function(app: FastAPI, host: ModelHost, spec: FunctionSpec, max_bytes: int, metrics: ServiceMetrics,
                  guarded: list) -> None:
-    option = OPTIONS[name]
+    """`POST /analyze/<name>` for one declared function, documented from its declaration."""
+    name, option = spec.name, http_option(spec)
 
     async def read_call(request: Request) -> ImageCall:
         metrics.called(name, "http")
@@ -197,10 +173,11 @@ def add_function(app: FastAPI, host: ModelHost, name: str, max_bytes: int, metri
         return Response(json.dumps(result), media_type="application/json")
 
     app.add_api_route(
-        f"/analyze/{name}", analyze, methods=["POST"], name=name, summary=SUMMARIES[name],
+        f"/analyze/{name}", analyze, methods=["POST"], name=name, summary=summary(spec),
         dependencies=guarded, response_class=Response, openapi_extra=request_declaration(option),
         responses={
-            200: {"model": ANSWERS[name], "description": f"what the plugin's {name} returns"},
+            200: {"content": {"application/json": {"schema": spec.result_schema()}},
+                  "description": f"what the plugin's {name} returns"},
             400: {"model": ErrorAnswer, "description": "bad input: the plugin's one line"},
             401: {"model": ErrorAnswer, "description": "missing or wrong API key (when the service has one)"},
             413: {"model": ErrorAnswer, "description": "body over the size limit (input.max_bytes)"},

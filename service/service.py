@@ -32,10 +32,10 @@ import uvicorn  # noqa: E402
 from core.command_line import OneLineArgumentParser  # noqa: E402
 from core.errors import ConfigError, first_line  # noqa: E402
 from core.exit_now import exit_now  # noqa: E402
+from core.model_host import ModelHost  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from service.grpc_messages import API_KEY_VAR, IDLE_SECONDS, MAX_STREAMS, read_api_key  # noqa: E402
 from service.http_api import API_KEY_HEADER, BODY_SECONDS, GuardedHttpProtocol, GuardedServer, create_app  # noqa: E402
-from service.model_host import ModelHost  # noqa: E402
 from service.service_metrics import ServiceMetrics  # noqa: E402
 
 MIN_KEY_BYTES = 32  # e.g. `openssl rand -hex 32` (64 characters); shorter ones are guessable offline

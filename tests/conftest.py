@@ -1,15 +1,11 @@
 """Shared fixtures: real models from `make models`, the real fixtures, the plugin zip run as kuiperd runs it."""
 import os
-import sys
 import zipfile
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
-
-from core.settings import load_settings  # noqa: E402
-from paths import ZIP  # noqa: E402
+from core.settings import load_settings
+from tests.support.paths import ZIP
 
 
 def pytest_addoption(parser):
@@ -25,9 +21,9 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "/e2e/" in str(item.fspath):
+        if "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
-        if "/platforms/" in str(item.fspath):
+        if "/platforms/" in str(item.path):
             item.add_marker(pytest.mark.platforms)
     # kuiperd (session-scoped) owns /tmp/plugin_defect.ipc until the session ends,
     # so the in-process protocol tests run first.
@@ -55,14 +51,14 @@ def settings():
 
 @pytest.fixture(scope="session")
 def labeler(settings):
-    from label import labeler_from_settings
-    return labeler_from_settings(settings)
+    from label import ImageLabeler
+    return ImageLabeler(**settings["label"]).load()
 
 
 @pytest.fixture(scope="session")
 def segmenter(settings):
-    from inference import segmenter_from_settings
-    return segmenter_from_settings(settings)
+    from inference import DefectSegmenter
+    return DefectSegmenter(**settings["defect"]).load()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +74,7 @@ def plugin_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def camera_clip(tmp_path_factory):
-    """(path, scenes) of the shared camera clip (tests/video_clip.py: cat, parrot, surface; 10 fps,
+    """(path, scenes) of the shared camera clip (tools/video_clip.py: cat, parrot, surface; 10 fps,
     3 s each, 640x480 H.264 MP4, fresh sensor noise on every frame as a camera has, so every frame
     is served by the models), encoded once per session."""
     from tools.video_clip import session_clip

@@ -1,40 +1,35 @@
-"""Both models for a process outside kuiperd, answering exactly as the plugin's functions do.
+"""Every declared function's model for a process outside kuiperd (the HTTP/gRPC service),
+answering exactly as the plugin's functions do.
 
-It holds the window functions' form of each model (batch_func.py): one single-threaded copy
+It holds the window form of each model (core.serving.ServedWindow): one single-threaded copy
 per core, so concurrent callers use every core, and each call runs the per-frame function's
-own checks and code (`ModelFunction.check_option` and `serve_one`), so the answer, and the
-one-line error for bad input, is the plugin's.
+own checks and code (`check_option` and `serve_one`), so the answer, and the one-line error for
+bad input, is the plugin's. Pure: no eKuiper SDK, no nng.
 """
 import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from batch_func import BatchFunction, InferenceBatch, LabelImageBatch
+from core.catalog import FUNCTIONS
 from core.errors import InputError, shown
+from core.serving import ServedWindow
 from core.settings import Settings
 
 # The names callers use: the plugin's per-frame SQL function names.
-FUNCTIONS = ("labelImage", "inference")
-
-
-class HostedLabelImage(LabelImageBatch):
-    name = "labelImage"  # its messages ("... model is still loading") name what the caller called
-
-
-class HostedInference(InferenceBatch):
-    name = "inference"
+NAMES = tuple(spec.name for spec in FUNCTIONS)
 
 
 class ModelHost:
+    """Loads, reloads (after a failed load, when the files change) and serves every declared function."""
+
     def __init__(self, settings: Settings, workers: int = 0):
         """workers: model copies per function (0: one per usable core, as batch.workers)."""
         if workers:
             settings = {**settings, "batch": {**settings["batch"], "workers": workers}}
-        self.functions: dict[str, BatchFunction] = {
-            "labelImage": HostedLabelImage(settings),
-            "inference": HostedInference(settings),
-        }
+        # Named as the per-frame function: messages ("... model is still loading") name what the caller called.
+        self.functions: dict[str, ServedWindow] = {spec.name: ServedWindow(spec, settings, spec.name)
+                                                   for spec in FUNCTIONS}
         # Copies in use now, the most ever in use at once, and requests waiting for one, per function:
         # /metrics shows them, so "two requests at once run on two copies" is something a caller can see.
         self.busy = dict.fromkeys(self.functions, 0)
@@ -67,7 +62,7 @@ class ModelHost:
         """
         function = self.functions.get(name)
         if function is None:
-            raise InputError(f"unknown function {shown(name)}: use one of {', '.join(FUNCTIONS)}")
+            raise InputError(f"unknown function {shown(name)}: use one of {', '.join(NAMES)}")
         if option is not None:
             function.check_option(option, None)  # before any wait for the model
         models = function.ready_model()

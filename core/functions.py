@@ -1,0 +1,140 @@
+"""What a function declaration holds: the types core/catalog.py declares each function with.
+
+A declaration names the function, its model (a class built from its config section's keywords),
+how a frame runs through it, its one option (type and range), a one-line summary and its result
+type. The SQL functions and their window forms, functions/*.json and defect.json, the HTTP routes
+and OpenAPI, the gRPC mapping and the client all derive from it or are checked against it.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.errors import InputError, shown
+from core.results import json_schema
+from core.settings import SCHEMA, defaults, is_number
+
+
+class Model(Protocol):
+    """What a function's model class provides (label.ImageLabeler, inference.DefectSegmenter).
+
+    Built from its config section's keywords (construction reads no file), then `load()`ed.
+    """
+
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """The least (width, height) a frame must be decoded at for this model."""
+
+    def load(self) -> Model:
+        """Reads and compiles the model; returns self. Raises whatever the runtime raises."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A function's optional second argument (`labelImage(image, k)`).
+
+    Attributes:
+        name: its name in SQL messages, HTTP fields and gRPC requests.
+        kind: int (a whole number) or float.
+        minimum: the least value allowed.
+        maximum: the most allowed; None when the loaded model sets it (`model_maximum`).
+        model_maximum: the model's own bound (labelImage: its class count), when `maximum` is None.
+        bound: that bound in words, for messages before the model is loaded.
+        default_key: the config key whose value applies when the option is left out.
+        description: what the option means, one line.
+    """
+
+    name: str
+    kind: type
+    minimum: float
+    description: str
+    default_key: str
+    maximum: float | None = None
+    model_maximum: Callable[[Any], int] | None = None
+    bound: str = ""
+
+    def rule(self, most: float | None = None) -> str:
+        """The rule the option follows, as its error message says it."""
+        high = self.maximum if self.maximum is not None else most
+        kind = "a whole number" if self.kind is int else "a number"
+        return f"{kind} from {self.minimum:g} to {self.bound if high is None else format(high, 'g')}"
+
+    def check(self, value: Any, model: Any = None) -> Any:
+        """The option as the model takes it (an int for an int option).
+
+        Args:
+            value: what the caller sent (any JSON value).
+            model: the loaded model, or None before it is loaded (then a model-set bound is not checked).
+
+        Raises:
+            InputError: the value breaks the rule; its one line names the option and the value.
+        """
+        most = self.model_maximum(model) if model is not None and self.model_maximum else None
+        high = self.maximum if self.maximum is not None else most
+        if not is_number(value) or value < self.minimum or (high is not None and value > high) or \
+                (self.kind is int and value != int(value)):
+            raise InputError(f"{self.name} must be {self.rule(most)}, got {shown(value, json.dumps)}")
+        return int(value) if self.kind is int else value
+
+    def json_schema(self) -> dict:
+        """The option's JSON schema; its example is the config's default."""
+        section, key = self.default_key.split(".")
+        schema = {"type": "integer" if self.kind is int else "number", "minimum": self.minimum}
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        return {**schema, "examples": [defaults(section)[key]]}
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One declared function. See core/catalog.py for the declarations and docs/development.md.
+
+    Attributes:
+        name: the per-frame SQL function's name; its window form is `<name>Batch`.
+        summary: what it does, one line (SQL docs, OpenAPI, the client's help).
+        section: the config section its model's keywords come from (core/settings.py's SCHEMA).
+        model: the model class, built as `model(**settings[section])` and then loaded.
+        run: (model, BGR pixels, (width, height) of the image as sent, option or None) -> result.
+        option: its optional second argument.
+        result: the type `run` returns (a core/results.py dataclass, or a list of one).
+    """
+
+    name: str
+    summary: str
+    section: str
+    model: Callable[..., Model]
+    run: Callable[[Any, np.ndarray, tuple[int, int], Any], Any]
+    option: Option
+    result: Any
+
+    def __post_init__(self) -> None:
+        if self.section not in SCHEMA or "threads" not in SCHEMA[self.section]:
+            raise ValueError(f"{self.name}: config section {self.section!r} must exist and have a threads key")
+
+    @property
+    def window_name(self) -> str:
+        """The aggregate (window) form's SQL name."""
+        return f"{self.name}Batch"
+
+    def usage(self, name: str | None = None) -> str:
+        """`labelImage(image [, k])`, for the function or its window form (`name`)."""
+        return f"{name or self.name}(image [, {self.option.name}])"
+
+    def result_schema(self) -> dict:
+        return json_schema(self.result)
+
+    def build(self, settings: dict) -> Model:
+        """The model the settings describe, loaded."""
+        return self.model(**settings[self.section]).load()
+
+    def model_paths(self, settings: dict) -> list[str]:
+        """The files the model reads (its section's path keys; an IR's .bin too): a change means "load again"."""
+        conf = settings.get(self.section, {})
+        paths = [conf.get(name) for name, key in SCHEMA[self.section].items() if key.path]
+        if str(conf.get("model", "")).endswith(".xml"):
+            paths.append(conf["model"][:-4] + ".bin")
+        return [path for path in paths if path]

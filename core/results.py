@@ -1,0 +1,96 @@
+"""The typed result of each function, and its JSON exactly as the plugin returns it.
+
+A model returns one of these; every front door (the SQL function, HTTP, gRPC, the command lines)
+shows `answer(...)` of it: the keys, their order and the omitted fields are the tutorials' JSON.
+Each field's JSON name and meaning are declared once here, in its metadata; `json_schema` derives
+the schema the HTTP service documents and the tests check the answers against.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+
+def described(description: str, json_name: str | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with its meaning (and its JSON name when it is no Python name)."""
+    metadata = {"description": description}
+    if json_name:
+        metadata["json"] = json_name
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Label:
+    """One class of labelImage's answer."""
+
+    confidence: float = described("the model's confidence, 0 to 1, to 4 decimals")
+    label: str = described('"index:name" from the labels file, e.g. "286:Egyptian cat"')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Region:
+    """One separate defect region: its box and area in pixels of the image sent."""
+
+    x: int = described("left edge")
+    y: int = described("top edge")
+    w: int = described("width, at least 1")
+    h: int = described("height, at least 1")
+    area: int = described("the region's own mask pixels (holes and other regions in its box do not count)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Inspection:
+    """inference's answer. Fields in the JSON's order; those left None are not in the JSON."""
+
+    inference_time: float = described("ms from the decoded frame to the mask", json_name="inference time")
+    defect: int = described("separate defect regions")
+    defects: list[Region] = described("the regions, top to bottom, then left to right")
+    score: float | None = described("image-level anomaly score (only from a model that has one: an anomalib "
+                                    "export)", default=None)
+    anomalous: bool | None = described("the model's verdict (only from a model that has one)", default=None)
+    width: int = described("width of the image sent")
+    height: int = described("height of the image sent")
+    base64: str | None = described("JPEG of the input at model size beside the mask in white, base64",
+                                   default=None)
+
+
+def answer(result: Any) -> Any:
+    """The JSON value of a result (a list of results too): dataclass fields under their JSON names,
+    in declaration order, without the optional ones left None."""
+    if isinstance(result, list):
+        return [answer(item) for item in result]
+    if dataclasses.is_dataclass(result):
+        fields = {}
+        for field in dataclasses.fields(result):
+            value = getattr(result, field.name)
+            if value is None and field.default is None:
+                continue
+            fields[field.metadata.get("json", field.name)] = answer(value)
+        return fields
+    return result
+
+
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+
+def json_schema(kind: Any) -> dict:
+    """The JSON schema of a result type (a dataclass above, list[...] of one, or a plain type)."""
+    origin = typing.get_origin(kind)
+    if origin is list:
+        return {"type": "array", "items": json_schema(typing.get_args(kind)[0])}
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        return json_schema(inner)
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        properties, required = {}, []
+        for field in dataclasses.fields(kind):
+            name = field.metadata.get("json", field.name)
+            properties[name] = {**json_schema(hints[field.name]), "description": field.metadata["description"]}
+            if field.default is not None:
+                required.append(name)
+        return {"type": "object", "title": kind.__name__, "description": kind.__doc__.strip(),
+                "properties": properties, "required": required, "additionalProperties": False}
+    return {"type": JSON_TYPES[kind]}

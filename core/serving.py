@@ -1,0 +1,267 @@
+"""A declared function's model, loaded in the background and served: per frame, or a window of frames.
+
+Pure logic, no eKuiper: the plugin's Function classes (label_func.py, batch_func.py) and the model
+service (core/model_host.py) are thin adapters over these classes, so every front door answers
+the same, with the same one-line errors (InputError for bad input, ModelUnavailable while a model
+loads or after it failed to).
+"""
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError, ModelUnavailable, first_line
+from core.functions import FunctionSpec
+from core.image_input import decode_image
+from core.results import answer
+from core.thread_tuning import fastest_threads, usable_cores
+
+log = logging.getLogger(__name__)
+
+# eKuiper abandons a call after 5 s; while a model is still loading, answer
+# with a clear error before that instead of letting the rule time out. 3 s leaves
+# room for the decode and the model after the wait (a PNG at the pixel cap: about 1 s).
+MODEL_WAIT_SECONDS = 3.0
+# Models load one at a time: the thread tuning of one must not time the other's imports and
+# compilation, and a small box is not asked for two loads at once.
+LOADING = threading.Lock()
+
+
+class ServedFunction:
+    """One declared function's model, loaded once per process in the background.
+
+    If loading fails, calls answer with the reason, and the next call after the
+    model files change on disk loads again: putting a good file back recovers
+    without restarting the process.
+    """
+
+    def __init__(self, spec: FunctionSpec, settings: dict, name: str | None = None):
+        """spec: the declaration (core/catalog.py); settings: validated (core.settings);
+        name: what messages call the function (default: the declared name)."""
+        self.spec = spec
+        self.name = name or spec.name
+        self.usage = spec.usage(self.name)
+        self.section = spec.section
+        self.settings = settings
+        self.model = None
+        self.error = None
+        self.loaded = threading.Event()
+        self.loading = threading.Lock()
+        self.files_seen = None
+        self.load_started = False
+        self.held = None  # a reason to serve nothing (a degraded worker); no model loads
+
+    def start_loading(self) -> None:
+        self.load_started = True
+        if self.loading.acquire(blocking=False):
+            self.loaded.clear()
+            threading.Thread(target=self._load, name=f"load-{self.name}", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self.files_seen = self.model_files()
+            with LOADING:
+                self.model, self.error = self.load_model(), None
+            self.model_changed()
+            log.info("%s: model loaded", self.name)
+        except Exception as e:  # any loader failure becomes the function's answer
+            self.model, self.error = None, f"{self.name} model could not be loaded: {first_line(e)}"
+            log.error(self.error)
+        finally:
+            self.loaded.set()
+            self.loading.release()
+
+    def model_changed(self) -> None:
+        """Called after a (re)load: a subclass forgets what the old model answered."""
+
+    def model_files(self) -> list[tuple[str, int | None]]:
+        """(path, mtime) of the model's files: a change means "try loading again"."""
+        return [(path, mtime(path)) for path in self.spec.model_paths(self.settings)]
+
+    def build(self, settings: dict) -> Any:
+        """The loaded model, from validated settings (its section's threads already chosen)."""
+        return self.spec.build(settings)
+
+    def check_option(self, option: Any, model: Any) -> Any:
+        """The second argument, checked (InputError if bad) and converted; model is None
+        before it is loaded, so checks that need it (a class count) are left for later."""
+        return self.spec.option.check(option, model)
+
+    def run(self, model: Any, pixels: np.ndarray, size: tuple[int, int], option: Any) -> Any:
+        """The function's answer (JSON) for decoded pixels; size: (width, height) of the image as sent."""
+        return answer(self.spec.run(model, pixels, size, option))
+
+    def load_model(self) -> Any:
+        """The model at the configured threads; `threads: 0` measures 1 against every core and keeps the faster."""
+        threads = self.settings[self.section].get("threads") or 0
+        if threads:
+            return self.build(self.with_threads(threads))
+        return fastest_threads(lambda n: self.build(self.with_threads(n)), self.probe, self.name)
+
+    def with_threads(self, threads: int) -> dict:
+        """The settings with this function's model section set to `threads`."""
+        return {**self.settings, self.section: {**self.settings[self.section], "threads": threads}}
+
+    def probe(self, model: Any) -> Any:
+        """One representative call (a textured frame at the size the model decodes to), for timing."""
+        width, height = model.decode_size
+        frame = np.random.default_rng(0).integers(96, 160, (height, width, 3), dtype=np.uint8)
+        return self.run(model, frame, (width, height), None)
+
+    def hold(self, reason: str) -> None:
+        """Answer every call with `reason` and load nothing (the supervisor's degraded worker)."""
+        self.held = reason
+        self.load_started = True
+
+    def ready_model(self) -> Any:
+        """The loaded model, waiting for it up to MODEL_WAIT_SECONDS.
+
+        Raises:
+            ModelUnavailable: held, still loading after the wait, or failed to load (the reason in one line).
+        """
+        if self.held:
+            raise ModelUnavailable(self.held)
+        if not self.load_started:  # functions that load on first use (the window forms)
+            self.start_loading()
+        if self.error and self.model_files() != self.files_seen:
+            self.start_loading()
+        if not self.loaded.wait(MODEL_WAIT_SECONDS):
+            raise ModelUnavailable(f"{self.name} model is still loading; the next frames will be served")
+        if self.error:
+            raise ModelUnavailable(self.error)
+        return self.model
+
+    def check_arity(self, args: list) -> None:
+        if not 1 <= len(args) <= 2:
+            raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
+
+    def serve_one(self, model: Any, image: Any, option: Any) -> Any:
+        """One frame: the option checked against the model, the image decoded as large as it needs, the model run.
+
+        Raises:
+            InputError: a bad option or image (one line).
+        """
+        if option is not None:
+            option = self.check_option(option, model)
+        limits = self.settings["input"]
+        pixels, size = decode_image(image, limits["max_pixels"], limits["max_bytes"], model.decode_size)
+        return self.run(model, pixels, size, option)
+
+
+class ModelCopies:
+    """Independent copies of one model; a worker borrows one for a frame.
+
+    Attributes a caller reads without running the model (decode_size, labels)
+    come from the first copy: the copies are built from the same files.
+    """
+
+    def __init__(self, models: list[Any]):
+        self.models = models
+        self.free = queue.SimpleQueue()
+        for model in models:
+            self.free.put(model)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.models[0], name)
+
+    @contextlib.contextmanager
+    def borrowed(self, timeout: float | None = None) -> Iterator[Any]:
+        """A free copy for the block. timeout: the most to wait for one (None: as long as it takes);
+        ModelUnavailable when it passes with every copy busy (a unary call's deadline)."""
+        try:
+            model = self.free.get(timeout=None if timeout is None else max(0.0, timeout))
+        except queue.Empty:
+            raise ModelUnavailable(f"all {len(self.models)} model copies stayed busy for the "
+                                   f"{max(0.0, timeout):g} s this call could wait; try again") from None
+        try:
+            yield model
+        finally:
+            self.free.put(model)
+
+
+class ServedWindow(ServedFunction):
+    """A declared function over many frames at once: one single-threaded model copy per worker,
+    the frames of a window decoded and run in parallel, each answered or `{"error": one line}`."""
+
+    def __init__(self, spec: FunctionSpec, settings: dict, name: str | None = None):
+        super().__init__(spec, settings, name or spec.window_name)
+        conf = settings["batch"]
+        self.workers = int(conf.get("workers") or 0) or usable_cores()
+        self.budget_seconds = float(conf["budget_seconds"])
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+
+    def load_model(self) -> ModelCopies:
+        # One single-threaded copy per worker: N frames on N cores without the
+        # copies' own thread pools fighting over them.
+        single = self.with_threads(1)
+        models = ModelCopies([self.build(single) for _ in range(self.workers)])
+        log.info("%s: %d workers, each with its own model copy at 1 thread", self.name, self.workers)
+        return models
+
+    def serve_window(self, args: list) -> list:
+        """A window's answers, one per frame, within batch.budget_seconds.
+
+        Args:
+            args: [images] or [images, options]: a list per argument, one value per frame; an option
+                that is no list (a literal in SQL) applies to every frame.
+
+        Raises:
+            InputError: arguments that are no window (one line); a bad frame is answered in its element.
+            ModelUnavailable: the model is not there (see `ready_model`).
+        """
+        started = time.monotonic()
+        self.check_arity(args)
+        frames = args[0]
+        if not isinstance(frames, list):
+            raise InputError(f"{self.name} is an aggregate function: use it with GROUP BY a window "
+                             f"(it got one {type(frames).__name__} instead of the window's array)")
+        options = args[1] if len(args) > 1 else None
+        if not isinstance(options, list):  # a literal option: the same for every frame
+            options = [options] * len(frames)
+        if len(options) != len(frames):
+            raise InputError(f"{self.name}: {len(frames)} images but {len(options)} options")
+        models = self.ready_model()
+        deadline = started + self.budget_seconds
+        futures = [self.pool.submit(self.serve_frame, models, frame, option, deadline)
+                   for frame, option in zip(frames, options, strict=True)]
+        wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        results = []
+        for future in futures:
+            if future.done():
+                results.append(future.result())
+            else:  # not started: dropped; running: it finishes, its answer is not waited for
+                future.cancel()
+                results.append(self.over_budget(len(frames)))
+        return results
+
+    def serve_frame(self, models: ModelCopies, frame: Any, option: Any, deadline: float) -> Any:
+        """One window element: the per-frame function's answer, or {"error": one line}."""
+        if time.monotonic() >= deadline:
+            return self.over_budget()
+        try:
+            with models.borrowed() as model:
+                return self.serve_one(model, frame, option)
+        except (InputError, ModelUnavailable) as e:
+            return {"error": str(e)}
+        except Exception as e:  # a fault on one frame must not cost the window
+            log.exception("%s: unexpected error on one frame", self.name)
+            return {"error": f"internal error: {first_line(e)}"}
+
+    def over_budget(self, frames: int | None = None) -> dict:
+        window = f" for a window of {frames} frames" if frames else ""
+        return {"error": f"not served within the {self.budget_seconds:g} s budget{window} "
+                         f"(batch.budget_seconds, under kuiperd's 5 s per call); use smaller windows"}
+
+
+def mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
