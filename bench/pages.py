@@ -181,14 +181,17 @@ def transport_chart(results: dict, path: Path, value: Callable[[dict], list[tupl
             ax.bar_label(drawn, labels=[f"{x:g}" if x else "not measured" for x in xs], padding=3, fontsize=7)
         ax.set_yticks(range(len(rows)), [row["transport"] for row in rows])
         ax.invert_yaxis()
-        if log:
+        measured = [x for s in series for _, x in s if x]
+        if log:  # bars from below the smallest value, room on the right for the labels
             ax.set_xscale("log")
+            ax.set_xlim(min(measured) / 2, max(measured) * 4)
+        else:
+            ax.set_xlim(0, max(measured) * 1.25)
         ax.set_xlabel(xlabel)
         ax.set_title(f"{function}: {CHARTS[path.name][0].lower()}{CHARTS[path.name][1:]}")
         ax.grid(axis="x", alpha=0.3)
-        ax.margins(x=0.25)
         if len(series[0]) > 1:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")
     figure.tight_layout()
     save(figure, path)
     return True
