@@ -20,9 +20,11 @@ import cv2
 import numpy as np
 
 from bench.timing import timed
+from core.catalog import INFERENCE, LABEL_IMAGE
 from core.image_input import _jpeg_walk
+from core.results import answer
 from core.settings import load_settings
-from label_func import Inference, LabelImage
+from label_func import ModelFunction
 from tests.support.detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes
 from tools.synthetic_surface import surface_with_truth
 
@@ -36,11 +38,14 @@ LIMIT_JPEG_SIZE = (7296, 5472)  # 39.9 Mpx: the largest 4:3 frame under the 40 M
 LIMIT_PNG_SIZE = (2800, 2000)   # noise does not compress: about 17 MB, under the 20 MB max_bytes default
 
 
-class InferenceWithoutPicture(Inference):
+class InferenceWithoutPicture(ModelFunction):
     """inference() as the plugin runs it, minus the side-by-side picture the scoring does not read."""
 
+    def __init__(self, settings: dict):
+        super().__init__(INFERENCE, settings)
+
     def run(self, model, pixels, size, threshold):
-        return model.inspect(pixels, threshold, size, with_picture=False)
+        return answer(model.inspect(pixels, threshold, size, with_picture=False))
 
 
 def b64(data: bytes) -> str:
@@ -156,7 +161,7 @@ def markdown_tables(r: dict) -> str:
 
 def measure_all(fixtures: str, quick: bool) -> dict:
     settings = load_settings()
-    functions = {"labelImage": LabelImage(settings), "inference": InferenceWithoutPicture(settings)}
+    functions = {"labelImage": ModelFunction(LABEL_IMAGE, settings), "inference": InferenceWithoutPicture(settings)}
     for function in functions.values():
         function.start_loading()
     n, warmup = (3, 1) if quick else (10, 2)

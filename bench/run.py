@@ -30,8 +30,9 @@ import pynng
 
 from bench import proof, tutorial
 from bench.timing import timed, timed_together, two_spellings
+from core.catalog import INFERENCE, LABEL_IMAGE
 from core.settings import load_settings
-from label_func import Inference, LabelImage
+from label_func import ModelFunction
 from tests.support.nng_host import PluginHost
 from tests.support.stats import median
 from tools.synthetic_surface import surface_image
@@ -46,13 +47,6 @@ INFERENCE_INPUTS = LABEL_INPUTS + ["surface VGA", "surface 720p", "surface 1080p
 SURFACE_DEFECTS = 3
 TARGETS = {"no_picture": 1.15, "picture": 1.3, "label_1080p": 1.5, "baseline": 10.0,
            "handshake_s": 1.0, "rss_mb": 250.0}
-
-
-class InferenceWithoutPicture(Inference):
-    """inference() exactly as the plugin runs it (same exec: checks, decode, model), minus the picture."""
-
-    def run(self, model, pixels, size, threshold):
-        return model.inspect(pixels, threshold, size, with_picture=False)
 
 
 def jpeg_b64(bgr, quality=90):
@@ -155,7 +149,7 @@ def measure_baselines(settings, inputs, n, warmup, n_slow, warmup_slow):
 def measure_label_runtimes(settings, inputs, n, warmup):
     """labelImage on each label.runtime (LiteRT, OpenVINO reading the same .tflite): the public call
     (a new frame each time) and the runtime alone on a prepared tensor, all interleaved."""
-    functions = {runtime: LabelImage({**settings, "label": {**settings["label"], "runtime": runtime}})
+    functions = {runtime: ModelFunction(LABEL_IMAGE, {**settings, "label": {**settings["label"], "runtime": runtime}})
                  for runtime in ("litert", "openvino")}
     for function in functions.values():
         function.start_loading()
@@ -397,7 +391,7 @@ def measure_anomalib(fixtures, n, warmup):
     """The fixtures' anomalib export (PaDiM, dynamic input fed at 256x256) as the inference model:
     each call (base64 in, result out) timed alternately with the export's raw inference."""
     xml = os.path.join(fixtures, *ANOMALIB_EXPORT)
-    function = Inference(load_settings(environ={"DEFECT_MODEL": xml}))
+    function = ModelFunction(INFERENCE, load_settings(environ={"DEFECT_MODEL": xml}))
     function.start_loading()
     function.loaded.wait(300)  # thread tuning builds it twice; slower than the call's own 4 s wait
     model = function.ready_model()
@@ -454,8 +448,9 @@ def main():
     r = {"meta": machine(args, n, warmup, n_slow)}
     inputs = make_inputs(args.fixtures)
     settings = load_settings()
-    functions = {"labelImage": LabelImage(settings), "inference": Inference(settings),
-                 "inference_no_picture": InferenceWithoutPicture(settings)}
+    # inference without its picture: exactly as the plugin runs it (same exec: checks, decode, model).
+    functions = {"labelImage": ModelFunction(LABEL_IMAGE, settings), "inference": ModelFunction(INFERENCE, settings),
+                 "inference_no_picture": proof.InferenceWithoutPicture(settings)}
     for function in functions.values():
         function.start_loading()
     for function in functions.values():

@@ -28,10 +28,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.catalog import INFERENCE, LABEL_IMAGE
 from core.image_input import decode_image
+from core.serving import ServedFunction
 from core.settings import load_settings
 from core.thread_tuning import usable_cores
-from label_func import Inference, LabelImage
 from tests.support import harness
 from tests.support.stats import percentile
 from tools.synthetic_surface import surface_image
@@ -73,14 +74,14 @@ def percentile_s(values, q):
 # ---------------------------------------------------------------- floors, in plain Python
 
 
-def models_at(function_class, settings, threads, count):
-    function = function_class(settings)
+def models_at(spec, settings, threads, count):
+    function = ServedFunction(spec, settings)
     return [function.build(function.with_threads(threads)) for _ in range(count)], function
 
 
-def floor_rate(function_class, settings, frames, threads, workers):
+def floor_rate(spec, settings, frames, threads, workers):
     """Frames/s of base64 -> JPEG decode -> inference in a plain loop: `workers` threads, each its own model."""
-    models, function = models_at(function_class, settings, threads, workers)
+    models, function = models_at(spec, settings, threads, workers)
     limits = settings["input"]
 
     def serve(model, chunk):
@@ -196,17 +197,17 @@ def measure(fixtures, quick, functions):
             all_frames = {f: distinct_frames(f, count + warmup, fixtures) for f in functions}
             server.client.install_portable_plugin("defect", Path(BUILD, "defect.zip").resolve().as_uri())
             time.sleep(5)  # both models loaded and measured, on an idle box
-            for function, function_class in (("labelImage", LabelImage), ("inference", Inference)):
+            for function, spec in (("labelImage", LABEL_IMAGE), ("inference", INFERENCE)):
                 if function not in functions:
                     continue
                 print(f"{function}: frames ...", file=sys.stderr)
                 frames = all_frames[function]
                 r = rows[function] = {}
-                r["floor 1 worker, 1 thread"] = {"frames_per_s": floor_rate(function_class, settings, frames, 1, 1)}
+                r["floor 1 worker, 1 thread"] = {"frames_per_s": floor_rate(spec, settings, frames, 1, 1)}
                 r[f"floor 1 worker, {cores} threads"] = {
-                    "frames_per_s": floor_rate(function_class, settings, frames, cores, 1)}
+                    "frames_per_s": floor_rate(spec, settings, frames, cores, 1)}
                 r[f"box floor: {cores} workers x 1 thread"] = {
-                    "frames_per_s": floor_rate(function_class, settings, frames, 1, cores)}
+                    "frames_per_s": floor_rate(spec, settings, frames, 1, cores)}
                 print(f"{function}: through kuiperd ...", file=sys.stderr)
                 per_frame = f"SELECT seq, {function}(image) AS result FROM {{stream}}"
                 r["per-frame rule, 1 rule"] = drive(server, broker, publisher, [per_frame], frames, 4, warmup)
