@@ -1,7 +1,8 @@
 """The declared config schema (settings.SCHEMA): one default per key, every layer validated.
 
 config.json lists every key for the people who edit it; the schema holds the defaults; these
-tests keep the two (and README's table) in agreement, and hold each key to its rule in each
+tests keep the two in agreement (docs/configuration.md is rendered from the schema and checked by
+tests/unit/test_config_doc.py), and hold each key to its rule in each
 layer: config.json, the DEFECT_CONFIG overlay and the environment.
 """
 import inspect
@@ -156,28 +157,6 @@ def test_config_json_lists_every_key_with_the_schemas_default():
         for name, key in keys.items():
             assert config[section][name] == key.default, f"{section}.{name}: config.json {config[section][name]!r}, " \
                                                           f"schema {key.default!r}"
-
-
-def readme_defaults():
-    """{"section.key": default} from README's configuration table (its rows: | `key` | default | meaning |)."""
-    with open(os.path.join(REPO, "README.md")) as f:
-        rows = re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \| ([^|]+) \|", f.read(), re.MULTILINE)
-    found = {}
-    for key, cell in rows:
-        text = cell.strip().strip("`")
-        try:
-            found[key] = json.loads(text)
-        except ValueError:
-            found[key] = text
-    return found
-
-
-def test_readmes_table_lists_every_key_with_the_schemas_default():
-    documented = readme_defaults()
-    assert sorted(documented) == sorted(key_names())
-    for dotted, value in documented.items():
-        section, name = dotted.split(".")
-        assert value == SCHEMA[section][name].default, dotted
 
 
 def test_constructors_default_to_the_schema():
