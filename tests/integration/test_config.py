@@ -1,4 +1,4 @@
-"""Every configuration key and variable the README documents, tested for its effect.
+"""Every configuration key and variable docs/configuration.md documents, tested for its effect.
 
 Unit level: settings.load_settings and the model classes (and the function
 wrappers, which build the models). Process level: the unpacked plugin zip started
@@ -115,7 +115,7 @@ def test_environment_overrides_file_and_overlay(tmp_path):
     assert loaded["defect"]["model"] == os.path.join(PLUGIN_DIR, "models/other.xml")
     assert (loaded["defect"]["device"], loaded["defect"]["color"]) == ("AUTO", "BGR")
     assert set(settings_module.ENV_OVERRIDES) == {"LABEL_MODEL", "LABEL_LABELS", "DEFECT_MODEL", "DEFECT_DEVICE",
-                                                  "DEFECT_COLOR"}  # exactly the README's list
+                                                  "DEFECT_COLOR"}  # exactly docs/configuration.md's list
 
 
 # --- label.* ---
