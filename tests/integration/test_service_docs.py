@@ -1,7 +1,7 @@
 """/docs works on a box without internet: Debian's chromium, driven by Playwright, with every
 request that is not to the service refused (and DNS for any other host failing), lists both
 endpoints and serves "Try it out" with an image file. The screenshot goes to build/service-docs.png
-(and to docs/service-docs.png, the README's, when that is missing or DEFECT_UPDATE_DOCS=1)."""
+(and to docs/service-docs.png, docs/service.md's, when that is missing or DEFECT_UPDATE_DOCS=1)."""
 import json
 import os
 import subprocess
@@ -94,5 +94,5 @@ def test_docs_lists_both_endpoints_and_try_it_out_answers_offline(chromium, sett
     assert any(url.endswith("/openapi.json") for url in seen) and any("/analyze/labelImage" in u for u in seen)
     if os.environ.get("DEFECT_UPDATE_DOCS") or not os.path.exists(README_SCREENSHOT):
         os.makedirs(os.path.dirname(README_SCREENSHOT), exist_ok=True)
-        # A 64-colour palette: the page is flat colours and text, and the README's copy stays small.
+        # A 64-colour palette: the page is flat colours and text, and docs/service.md's copy stays small.
         Image.open(SCREENSHOT).convert("RGB").quantize(64).save(README_SCREENSHOT, optimize=True)
