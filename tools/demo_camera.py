@@ -31,7 +31,7 @@ import harness  # noqa: E402
 from camera_bridge_process import BridgeProcess  # noqa: E402
 from tools.video_clip import Scene, http_mjpeg_server, make_clip, scene_at  # noqa: E402
 
-REPO = HERE.parents[1]
+REPO = HERE.parent  # tools/ sits in the repo root
 SHEET = REPO / "build" / "camera_contact_sheet.png"
 CLIP = REPO / "build" / "camera_clip.mp4"
 INTERVAL_MS = 1000  # one frame a second: 3 cats, 3 parrots, 3 surfaces from the 9 s clip
