@@ -163,7 +163,7 @@ build/defect-service.zip: build/defect.zip $(SERVICE_FILES)
 	@echo "wrote $@"
 
 # grpcurl for the gRPC tests and README examples, built once per version from the Go module proxy
-# (tests/test_service_grpc.py builds it the same way when it is missing).
+# (tests/integration/test_service_grpc.py builds it the same way when it is missing).
 GRPCURL_VERSION := 1.9.4
 GRPCURL := $(HOME)/.cache/defect/grpcurl-$(GRPCURL_VERSION)/grpcurl
 grpcurl: $(GRPCURL)

@@ -34,9 +34,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from free_port import free_port
 
-from paths import REPO, fixture_path
+from tests.support.free_port import free_port
+from tests.support.paths import REPO, fixture_path
 from tools.synthetic_surface import surface_with_truth
 
 HOST = "127.0.0.1"

@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-import harness
-from scenarios import HOLD_HOOK_DIR
+from tests.support import harness
+from tests.support.scenarios import HOLD_HOOK_DIR
 
 
 def pytest_configure(config):
@@ -32,14 +32,14 @@ def mosquitto(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hold_dir(tmp_path_factory):
-    """Where the plugin's workers report a held frame (tests/e2e/hold_hook, scenarios.held_jpeg)."""
+    """Where the plugin's workers report a held frame (tests/support/hold_hook, scenarios.held_jpeg)."""
     return tmp_path_factory.mktemp("held")
 
 
 @pytest.fixture(scope="session")
 def kuiperd(request, tmp_path_factory, mosquitto, hold_dir):
     """A running kuiperd; .client is the REST client, .mqtt_action(topic) an MQTT sink action.
-    Its plugin processes import tests/e2e/hold_hook, which holds only frames marked for it."""
+    Its plugin processes import tests/support/hold_hook, which holds only frames marked for it."""
     k = harness.Kuiperd(tmp_path_factory.mktemp("kuiper"), mosquitto.url,
                         extra_env={"PYTHONPATH": os.pathsep.join(filter(None, [str(HOLD_HOOK_DIR),
                                                                                os.environ.get("PYTHONPATH")])),

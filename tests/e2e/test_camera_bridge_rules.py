@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from camera_bridge_process import BridgeProcess
-from scenarios import decode_b64_gray, mask_regions
+from tests.support.camera_bridge_process import BridgeProcess
+from tests.support.scenarios import decode_b64_gray, mask_regions
 from tools.video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_runs, session_clip
 
 FPS = 5  # the clip's and the bridge's: 2 s a scene, 10 frames each

@@ -8,19 +8,17 @@ the refusal on the session kuiperd, which runs without it.
 """
 import base64
 import json
-import sys
 import time
 import zipfile
 
 import pytest
 
-import harness
-from scenarios import GRACE_SECONDS, image_bytes, json_or_none
-from service_process import HOST, running_service
+from service.ekuiper_service import SERVICE_NAME, write_zip
+from tests.support import harness
+from tests.support.scenarios import GRACE_SECONDS, image_bytes, json_or_none
+from tests.support.service_process import HOST, running_service
 
 REPO = harness.REPO_ROOT
-sys.path.insert(0, str(REPO))
-from service.ekuiper_service import SERVICE_NAME, write_zip  # noqa: E402
 
 SURFACE = REPO / "models" / "sample_surface.png"  # 3 defects (`make models`)
 

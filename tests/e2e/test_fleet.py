@@ -11,8 +11,8 @@ import time
 import uuid
 from collections import Counter
 
-import harness
-from scenarios import GRACE_SECONDS, json_or_none, surface_b64
+from tests.support import harness
+from tests.support.scenarios import GRACE_SECONDS, json_or_none, surface_b64
 
 FRAMES = 60
 

@@ -12,9 +12,10 @@ from collections import Counter
 
 import pytest
 
-import harness
-from bad_inputs import bad_images
-from scenarios import (
+from tests.support import harness
+from tests.support.bad_inputs import bad_images
+from tests.support.rules import start_rule
+from tests.support.scenarios import (
     CAT_FILES,
     CAT_LABEL,
     assert_one_line_error,
@@ -35,12 +36,6 @@ def metric(status: dict, prefix: str, suffix: str) -> int:
     """One rule metric, e.g. metric(st, "source_", "_records_in_total")."""
     [value] = [v for k, v in status.items() if k.startswith(prefix) and k.endswith(suffix)]
     return value
-
-
-def start_rule(kuiperd, kuiper, mosquitto, rule, sql, dst, src, options=None):
-    kuiper.create_rule(rule, sql, [kuiperd.mqtt_action(dst, sendSingle=True)], options)
-    kuiper.wait_rule_running(rule)
-    mosquitto.wait_subscribed(src)
 
 
 # ---------------------------------------------------------------- 3. management
@@ -114,7 +109,7 @@ def json_rule_for(kuiperd, kuiper, mosquitto, mqtt_sub, unique, function, seed, 
 @pytest.mark.parametrize("function", ["labelImage", "inference"])
 def test_bad_json_values_give_one_line_errors_then_next_image_is_served(
         kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, function):
-    """Every value of tests/bad_inputs.py through each function, each followed by a good frame."""
+    """Every value of tests/support/bad_inputs.py through each function, each followed by a good frame."""
     src, out, rule, good, expected = json_rule_for(kuiperd, kuiper, mosquitto, mqtt_sub, unique, function, 21, 3,
                                                    {"sendError": True})
     pids = kuiperd.plugin_pids("defect")

@@ -17,9 +17,17 @@ import sys
 import time
 import uuid
 
-import harness
-from scenarios import CAT_LABEL, GRACE_SECONDS, held_jpeg, image_bytes, json_or_none, publish_until, surface_b64
-from test_operations import start_rule
+from tests.support import harness
+from tests.support.rules import start_rule
+from tests.support.scenarios import (
+    CAT_LABEL,
+    GRACE_SECONDS,
+    held_jpeg,
+    image_bytes,
+    json_or_none,
+    publish_until,
+    surface_b64,
+)
 
 
 def label_rule(kuiperd, kuiper, mosquitto, mqtt_sub, unique):
@@ -63,7 +71,7 @@ def test_a_call_in_flight_when_the_worker_dies_is_answered_by_the_next_worker(
         kuiperd, kuiper, defect_plugin, mosquitto, mqtt_pub, mqtt_sub, unique, hold_dir):
     """kuiperd v2.4.2 never restarts a plugin process; the plugin's supervisor restarts its worker,
     and a call that was in the dying worker is answered by the next one (README "A plugin that
-    heals itself"). Each function gets a frame the worker holds (tests/e2e/hold_hook): the test
+    heals itself"). Each function gets a frame the worker holds (tests/support/hold_hook): the test
     sees both calls in that worker, kills it, and each rule must answer its frame, once, from the
     new worker, with no error row; no rule, no kuiperd and no supervisor restarted."""
     src, out, rule = label_rule(kuiperd, kuiper, mosquitto, mqtt_sub, unique)
@@ -228,9 +236,7 @@ import json
 import os
 import time
 
-import harness
-
-
+from tests.support import harness
 def test_start_servers_then_wait_to_be_killed(tmp_path):
     broker = harness.Mosquitto(tmp_path / "mosquitto").start()
     node = harness.Kuiperd(tmp_path / "kuiper", broker.url, private_tmp=True).start()

@@ -4,7 +4,7 @@ The video source (extensions/impl/video) runs `ffmpeg -i URL -vf fps=1/interval 
 -vcodec mjpeg pipe:` and hands every JPEG to the rule as `self` of a BINARY stream; when ffmpeg
 exits it starts it again a second later. Each stream's URL and interval come from a conf key
 (PUT /metadata/sources/video/confKeys/KEY, or a section of etc/sources/video.yaml) named by
-the stream's CONF_KEY. The clip (tests/video_clip.py): 3 s of a cat, 3 s of a parrot, 3 s of a
+the stream's CONF_KEY. The clip (tools/video_clip.py): 3 s of a cat, 3 s of a parrot, 3 s of a
 surface with 3 defects, at 10 fps.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import harness
+from tests.support import harness
 from tools.video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_at, scene_runs
 
 SQL = "SELECT labelImage(self)[0]->label AS label, inference(self)->defect AS defect FROM {stream}"

@@ -17,10 +17,10 @@ import sys
 
 import pytest
 
-import harness
-import test_tutorials as tutorials  # run on another install below; a module name, so not collected twice
-from harness import REPO_ROOT as REPO
-from scenarios import CAT_LABEL, image_bytes, surface_b64
+from tests.support import harness
+from tests.support.harness import REPO_ROOT as REPO
+from tests.support.scenarios import CAT_LABEL, image_bytes, surface_b64
+from tests.support.tutorials import openvino_tutorial_marks_defects, tflite_tutorial_labels_cat_frames
 
 
 def bare_python():
@@ -133,8 +133,8 @@ def test_python_bin_from_kuiper_yaml_then_the_tutorials(kuiperd, tmp_path):
         def subscribe(topic, qos=1):
             collectors.append(harness.MqttCollector(broker.host, broker.port, topic, qos))
             return collectors[-1]
-        tutorials.test_tflite_tutorial_labels_cat_frames(own, own.client, None, broker, publisher, subscribe)
-        tutorials.test_openvino_tutorial_marks_defects(own, own.client, None, broker, publisher, subscribe)
+        tflite_tutorial_labels_cat_frames(own, own.client, broker, publisher, subscribe)
+        openvino_tutorial_marks_defects(own, own.client, broker, publisher, subscribe)
     finally:
         for c in collectors:
             c.close()

@@ -17,10 +17,10 @@ import openvino.opset15 as ops
 import pytest
 
 from core.settings import load_settings
-from detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes
 from inference import DefectSegmenter, choose_outputs, mask_from_output, segmenter_from_settings
 from label_func import Inference
-from paths import FIXTURES, REPO, fixture_path
+from tests.support.detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes
+from tests.support.paths import FIXTURES, REPO, fixture_path
 
 # The fixtures README's reference table: image -> (pred_score on AVX-512, on AVX2, pred_label, pred_mask regions).
 # The two CPUs' scores differ by up to 0.006 (OpenVINO picks other kernels); labels and regions are the same.

@@ -5,20 +5,19 @@ top-1, confidences within 0.02; same defect count and boxes), bad frames get an
 error element without costing the window, and a window never outlasts its budget (what is late gets an
 error naming it).
 """
-import base64
 import json
 import sys
 import threading
 
-import cv2
 import pytest
 
-from bad_inputs import bad_images
 from batch_func import InferenceBatch
 from core.thread_tuning import usable_cores
-from nng_host import PluginHost
-from paths import read_b64
-from tools.synthetic_surface import surface_image
+from tests.support.bad_inputs import bad_images
+from tests.support.nng_host import PluginHost
+from tests.support.paths import read_b64
+from tests.support.plugin_calls import window_loaded
+from tests.support.scenarios import surface_b64
 
 PHOTOS = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg", "owl.jpg", "parrot.jpg", "hot_dog.jpg", "bird.bmp",
           "grace_hopper.bmp")
@@ -29,14 +28,9 @@ def host(plugin_dir):
     host = PluginHost(plugin_dir, python=sys.executable)
     host.wait_until_loaded()
     for symbol in ("labelImageBatch", "inferenceBatch"):
-        loaded(host, symbol)
+        window_loaded(host, symbol)
     yield host
     print(host.close()[-3000:])
-
-
-def surface_jpeg_b64(defects, seed, size=(640, 480)):
-    image = surface_image(defects, seed=seed, width=size[0], height=size[1])
-    return base64.b64encode(cv2.imencode(".jpg", image)[1].tobytes()).decode()
 
 
 def assert_same_labels(batch, scalar):
@@ -50,13 +44,6 @@ def assert_same_labels(batch, scalar):
                 assert abs(confidence - other[label]) <= 0.02, (label, batch, scalar)
             else:
                 assert confidence <= min(other.values()) + 0.02, (label, batch, scalar)
-
-
-def loaded(host, symbol):
-    """Until `symbol`'s model copies are loaded: kuiperd validates a rule's call when it is created,
-    and that starts the load (README); no window is sent before, so none meets "still loading"."""
-    assert host.call(symbol, "Validate", [{"Name": "image"}])["state"] is True
-    host.wait_for_output(f"{symbol}: model loaded")
 
 
 def test_only_the_window_functions_are_aggregate(host):
@@ -78,7 +65,7 @@ def test_label_window_matches_the_per_frame_function(host):
 
 
 def test_inference_window_matches_the_per_frame_function(host):
-    drawn = [(n, surface_jpeg_b64(n, seed=700 + n, size=size))
+    drawn = [(n, surface_b64(n, seed=700 + n, size=size))
              for n, size in ((0, (640, 480)), (1, (1280, 720)), (2, (1920, 1080)), (3, (640, 480)), (4, (1280, 720)))]
     reply = host.exec("inferenceBatch", [b64 for _, b64 in drawn])
     assert reply["state"] is True, reply
@@ -118,7 +105,7 @@ def test_options_arrive_as_arrays_or_literals(host):
     assert [len(e) for e in reply["result"]] == [2, 2]
     reply = host.exec("labelImageBatch", [cat, cat], [0, 2])
     assert "k must be" in reply["result"][0]["error"] and len(reply["result"][1]) == 2
-    surface = surface_jpeg_b64(3, seed=9)
+    surface = surface_b64(3, seed=9)
     reply = host.exec("inferenceBatch", [surface, surface], [0.5, 1.0])
     assert [e["defect"] for e in reply["result"]] == [3, 0]
 
@@ -140,8 +127,8 @@ def test_a_large_window_is_answered_whole_in_order(host):
     test), one element per frame in window order: the frame's own answer, or, for frames not done
     within batch.budget_seconds, the error naming the budget. How many fit depends on the CPU
     (`make bench` measures it), so the count is not asserted."""
-    loaded(host, "inferenceBatch")
-    frames = [surface_jpeg_b64(i % 4, seed=800 + i, size=(1920, 1080)) for i in range(64)]
+    window_loaded(host, "inferenceBatch")
+    frames = [surface_b64(i % 4, seed=800 + i, size=(1920, 1080)) for i in range(64)]
     reply = host.exec("inferenceBatch", frames)
     assert reply["state"] is True and len(reply["result"]) == 64, reply
     budget = ("not served within the 4 s budget for a window of 64 frames (batch.budget_seconds, under kuiperd's "
@@ -179,7 +166,7 @@ def test_a_window_runs_its_frames_at_once_on_one_single_threaded_copy_per_core(s
         return serve_one(model, image, option)
 
     function.serve_one = meeting
-    frames = [surface_jpeg_b64(i % 3, seed=950 + i) for i in range(2 * cores)]
+    frames = [surface_b64(i % 3, seed=950 + i) for i in range(2 * cores)]
     results = function.exec([frames], None)
     assert [r.get("defect") for r in results] == [i % 3 for i in range(2 * cores)], results
     assert len({thread for thread, _ in seen[:cores]}) == cores  # on `cores` threads

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from nng_host import PluginHost
-from test_batch import loaded, surface_jpeg_b64
+from tests.support.nng_host import PluginHost
+from tests.support.plugin_calls import window_loaded
+from tests.support.scenarios import surface_b64
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def tight_budget_host(plugin_dir, tmp_path_factory):
 
 def test_frames_past_the_budget_get_an_error_naming_it_and_the_window_still_answers(tight_budget_host):
     host = tight_budget_host
-    frames = [surface_jpeg_b64(1, seed=900 + i, size=(1920, 1080)) for i in range(64)]
-    loaded(host, "inferenceBatch")  # the model copies (their load is not part of the budget test)
+    frames = [surface_b64(1, seed=900 + i, size=(1920, 1080)) for i in range(64)]
+    window_loaded(host, "inferenceBatch")  # the model copies (their load is not part of the budget test)
     reply = host.exec("inferenceBatch", frames)  # nng_host times out after 5 s, as kuiperd does
     assert reply["state"] is True and len(reply["result"]) == 64
     late = [e for e in reply["result"] if "error" in e]

@@ -20,17 +20,15 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from free_port import free_port
 
-from camera_bridge_process import CAMERA, BridgeProcess
-from core.errors import InputError
-from paths import REPO
-from tools.video_clip import http_mjpeg_server, scene_images, session_clip
-
-sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
-import harness
 from camera.camera_source import CameraSource, redacted
 from camera.frame_publisher import Broker
+from core.errors import InputError
+from tests.support import harness
+from tests.support.camera_bridge_process import CAMERA, BridgeProcess
+from tests.support.free_port import free_port
+from tests.support.paths import REPO
+from tools.video_clip import http_mjpeg_server, scene_images, session_clip
 
 e2e = pytest.mark.e2e  # needs mosquitto
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 from PIL import Image
 
-from paths import REPO, fixture_path
+from tests.support.paths import REPO, fixture_path
 
 CAT_LABEL = "286:Egyptian cat"
 # The plugin's config comes from its dir and these variables; a developer's own must not leak in.

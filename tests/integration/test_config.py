@@ -2,7 +2,7 @@
 
 Unit level: settings.load_settings and the model classes (and the function
 wrappers, which build the models). Process level: the unpacked plugin zip started
-as kuiperd starts it (tests/nng_host.PluginHost) with the variables in its
+as kuiperd starts it (tests/support/nng_host.PluginHost) with the variables in its
 environment, for the claims about what the plugin process does.
 """
 import base64
@@ -22,27 +22,18 @@ from core.settings import PLUGIN_DIR, load_settings
 from inference import segmenter_from_settings
 from label import labeler_from_settings
 from label_func import Inference, LabelImage
-from nng_host import PluginHost
-from onnx_defect_model import write_defect_model_onnx
-from paths import REPO, fixture_path, read_b64
+from tests.support.nng_host import PluginHost
+from tests.support.onnx_defect_model import write_defect_model_onnx
+from tests.support.paths import REPO, fixture_path, read_b64
+from tests.support.plugin_settings import DEFAULTS, cat, with_keys
 from tools.synthetic_surface import surface_image, surface_with_truth
 
-DEFAULTS = load_settings(environ={})
 DEEPLAB_TFLITE = "deeplabv3_mnv2_dm05_pascal_quant.tflite"
-
-
-def with_keys(**sections):
-    """The default settings with some keys of some sections changed."""
-    return {name: {**values, **sections.get(name, {})} for name, values in DEFAULTS.items()}
 
 
 def write_json(path, value):
     path.write_text(json.dumps(value))
     return str(path)
-
-
-def cat():
-    return cv2.imread(fixture_path("images", "cat.bmp"))
 
 
 def colour_spots():
@@ -73,10 +64,6 @@ def quantization_of(jpeg_bytes):
 def quantization_at(quality):
     return quantization_of(cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8),
                                         [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
-
-
-def thread_count():
-    return len(os.listdir("/proc/self/task"))
 
 
 # --- loading: config.json, the DEFECT_CONFIG overlay, the environment, paths ---
@@ -127,10 +114,9 @@ def test_label_top_k_sets_the_default_count_and_k_still_wins():
 
 
 COUNT_LITERT_THREADS = """
-import json, os, sys
-sys.path[:0] = [{repo!r}, {tests!r}]
+import json
 from label_func import LabelImage
-from test_config import cat, thread_count, with_keys
+from tests.support.plugin_settings import cat, thread_count, with_keys
 function = LabelImage(with_keys(label={{"threads": {threads}}}))
 before = thread_count()
 model = function.load_model()
@@ -144,8 +130,9 @@ def test_label_threads_is_the_number_of_litert_threads(threads):
     """LiteRT's XNNPACK pool runs threads - 1 workers beside the calling thread: count them,
     in a fresh process so no other test's threads come or go meanwhile."""
     import subprocess
-    code = COUNT_LITERT_THREADS.format(repo=REPO, tests=os.path.join(REPO, "tests"), threads=threads)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    code = COUNT_LITERT_THREADS.format(threads=threads)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": REPO})  # label_func and tests.support from the repo root
     assert out.returncode == 0, out.stderr[-2000:]
     counted = json.loads(out.stdout.strip().splitlines()[-1])
     assert counted == {"added": threads - 1, "top": "286:Egyptian cat"}

@@ -5,9 +5,10 @@ import sys
 
 import pytest
 
-from nng_host import PluginHost
-from paths import fixture_path, read_b64
-from test_protocol import assert_one_line_error, surface_b64
+from tests.support.nng_host import PluginHost
+from tests.support.paths import fixture_path, read_b64
+from tests.support.plugin_calls import assert_one_line_error
+from tests.support.scenarios import surface_b64
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import time
 import zipfile
 
 import pytest
-from requirements_lock import TARGETS, read_lock, requirement_lines, resolve
 
-from nng_host import PluginHost
-from paths import REPO, read_b64
+from tests.support.nng_host import PluginHost
+from tests.support.paths import REPO, read_b64
+from tests.support.requirements_lock import TARGETS, read_lock, requirement_lines, resolve
 
 OFFLINE_ZIP = os.path.join(REPO, "build", "defect-offline.zip")
 
@@ -104,7 +104,7 @@ def test_requirements_lock_matches_a_fresh_resolve():
     """pip's resolver, run now for each target (Linux x86_64 and aarch64, CPython 3.11 to 3.13; the
     index must be reachable), picks exactly the lock's packages and versions, and wheels whose sha256
     the lock has; requirements.txt's own pins and `# --no-deps` marks are the lock's.
-    After changing requirements.txt: `.venv/bin/python tests/requirements_lock.py > requirements.lock`."""
+    After changing requirements.txt: `.venv/bin/python -m tests.support.requirements_lock > requirements.lock`."""
     locked = read_lock()
     with_deps, no_deps = requirement_lines()
     for line in with_deps + no_deps:

@@ -1,6 +1,6 @@
 """The plugin zip, started as kuiperd starts it, driven over the real nng addresses.
 
-tests/nng_host.py plays kuiperd's side of eKuiper v2.4.2's portable protocol.
+tests/support/nng_host.py plays kuiperd's side of eKuiper v2.4.2's portable protocol.
 """
 import base64
 import sys
@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from bad_inputs import bad_images
-from nng_host import PluginHost
-from paths import read_b64
-from tools.synthetic_surface import surface_image
+from tests.support.bad_inputs import bad_images
+from tests.support.nng_host import PluginHost
+from tests.support.paths import read_b64
+from tests.support.plugin_calls import assert_one_line_error
+from tests.support.scenarios import surface_b64
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +25,6 @@ def host(plugin_dir):
     yield host
     output = host.close()
     print(output[-3000:])
-
-
-def surface_b64(defects, seed):
-    return base64.b64encode(cv2.imencode(".jpg", surface_image(defects, seed=seed))[1].tobytes()).decode()
-
-
-def assert_one_line_error(reply, word):
-    assert reply["state"] is False, reply
-    message = reply["result"]
-    assert isinstance(message, str) and "\n" not in message and "Traceback" not in message, message
-    assert word in message, message
 
 
 def test_label_image_over_nng(host):

@@ -1,8 +1,9 @@
 """The supervisor: a worker that dies (native fault, OOM kill, memory cap) comes back; kuiperd's pid stays.
 
-Driven over nng as kuiperd drives the plugin (tests/nng_host.py): the process the
+Driven over nng as kuiperd drives the plugin (tests/support/nng_host.py): the process the
 host starts is the supervisor; the worker is its child.
 """
+import base64
 import contextlib
 import json
 import logging
@@ -15,15 +16,13 @@ import threading
 import time
 
 import pytest
-from worker_hook.sitecustomize import HOLD_FILE_VAR, HOLD_RULE
 
 from core.settings import load_settings
-from nng_host import PluginHost
-from paths import read_b64
 from runtime import supervisor
-from test_protocol import assert_one_line_error, surface_b64
-
-WORKER_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_hook")
+from tests.support.nng_host import PluginHost
+from tests.support.paths import read_b64
+from tests.support.plugin_calls import assert_one_line_error
+from tests.support.scenarios import HOLD_HOOK_DIR, held_jpeg, image_bytes, surface_b64
 
 
 @pytest.fixture
@@ -59,12 +58,12 @@ def test_a_killed_worker_is_replaced_and_the_supervisor_stays(host, sig):
 
 @pytest.fixture
 def holding_host(plugin_dir, tmp_path):
-    """The plugin with tests/worker_hook on PYTHONPATH: a worker holds the first call of rule HOLD_RULE."""
-    held = tmp_path / "held"
-    path = os.pathsep.join(p for p in (WORKER_HOOK, os.environ.get("PYTHONPATH")) if p)
+    """The plugin with tests/support/hold_hook on PYTHONPATH: a worker holds a frame marked for it
+    (scenarios.held_jpeg) until it is killed, and writes <token>.held in the hold folder first."""
+    path = os.pathsep.join(p for p in (str(HOLD_HOOK_DIR), os.environ.get("PYTHONPATH")) if p)
     host = PluginHost(plugin_dir, python=sys.executable,
-                      env={**os.environ, "PYTHONPATH": path, HOLD_FILE_VAR: str(held)})
-    yield host, held
+                      env={**os.environ, "PYTHONPATH": path, "DEFECT_TEST_HOLD_DIR": str(tmp_path)})
+    yield host, tmp_path / "in-flight.held"
     host.close()
 
 
@@ -72,14 +71,14 @@ def test_a_call_in_flight_when_the_worker_dies_is_answered_by_the_next_worker(ho
     """kuiperd (connection.go Req) sends a request again when a handshake comes back instead of an
     answer, and a new worker's first message is its handshake: so the call is not lost."""
     host, held = holding_host
-    cat = read_b64("images", "cat.bmp")
+    cat = base64.b64encode(held_jpeg(image_bytes("cat_720p.jpg"), "in-flight")).decode()
     host.wait_until_loaded()
     worker = host.worker_pid()
     outcome = {}
 
     def call():
         try:
-            outcome["reply"] = host.exec("labelImage", cat, rule=HOLD_RULE)
+            outcome["reply"] = host.exec("labelImage", cat)
         except Exception as e:  # a timeout or anything else: the assertion below shows it
             outcome["error"] = repr(e)
 
@@ -219,10 +218,10 @@ def policy(monkeypatch, caplog):
 
     monkeypatch.setattr(supervisor, "time", type("FakeTime", (), {"sleep": staticmethod(sleep),
                                                                   "monotonic": staticmethod(time.monotonic)}))
-    caplog.set_level(logging.INFO, logger="supervisor")
+    caplog.set_level(logging.INFO, logger="runtime.supervisor")
 
     def lines():
-        return [r.getMessage() for r in caplog.records if r.name == "supervisor"]
+        return [r.getMessage() for r in caplog.records if r.name == "runtime.supervisor"]
 
     def wait_for(text, count=1, timeout=60):
         deadline = time.monotonic() + timeout

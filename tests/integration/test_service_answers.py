@@ -12,10 +12,10 @@ import grpc
 import pytest
 import requests
 
-from answers import KNOWN_TOP1, drawn_defects, known_label_differences
-from paths import fixture_path
 from service import defect_pb2, defect_pb2_grpc
-from service_process import HOST, running_service
+from tests.support.answers import KNOWN_TOP1, drawn_defects, known_label_differences
+from tests.support.paths import fixture_path
+from tests.support.service_process import HOST, running_service
 
 K = 2  # the default is 5
 THRESHOLD = 0.9  # the default is 0.5

@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from paths import REPO, fixture_path
 from service.model_host import ModelHost
-from service_process import HOST, running_service
+from tests.support.paths import REPO, fixture_path
+from tests.support.service_process import HOST, running_service
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -23,10 +23,10 @@ README_SCREENSHOT = os.path.join(REPO, "docs", "service-docs.png")
 
 @pytest.fixture(scope="module")
 def chromium():
-    result = subprocess.run(["bash", os.path.join(REPO, "tests", "system_deps.sh"), "chromium"],
+    result = subprocess.run(["bash", os.path.join(REPO, "tools", "system_deps.sh"), "chromium"],
                             capture_output=True, text=True)
     if result.returncode != 0 or not os.path.exists(CHROMIUM):
-        pytest.fail(f"Debian's chromium is needed (tests/system_deps.sh chromium): {result.stderr.strip()}")
+        pytest.fail(f"Debian's chromium is needed (tools/system_deps.sh chromium): {result.stderr.strip()}")
     return CHROMIUM
 
 

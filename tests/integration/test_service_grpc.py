@@ -13,20 +13,20 @@ from pathlib import Path
 import cv2
 import grpc
 import pytest
-from free_port import free_port
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from bad_inputs import bad_images
 from core.errors import InputError
-from paths import REPO, fixture_path
 from service import defect_pb2, defect_pb2_grpc
 from service.grpc_api import build_grpc_server
 from service.grpc_messages import RPCS, answer_of, image_value, result_message
 from service.grpc_stubs import STUBS, generate
 from service.model_host import ModelHost
 from service.service_metrics import ServiceMetrics
+from tests.support.bad_inputs import bad_images
+from tests.support.free_port import free_port
+from tests.support.paths import REPO, fixture_path
 
 GRPCURL_VERSION = "v1.9.4"
 API_KEY = "s3cret-key"

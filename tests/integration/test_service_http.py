@@ -16,10 +16,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bad_inputs import bad_images
-from paths import REPO, fixture_path
 from service.model_host import ModelHost
-from service_process import HOST, ServiceProcess, running_service
+from tests.support.bad_inputs import bad_images
+from tests.support.paths import REPO, fixture_path
+from tests.support.service_process import HOST, ServiceProcess, running_service
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -11,8 +11,8 @@ import zipfile
 import pytest
 import requests
 
-from paths import REPO, fixture_path
-from service_process import HOST, ServiceProcess
+from tests.support.paths import REPO, fixture_path
+from tests.support.service_process import HOST, ServiceProcess
 
 pytestmark = pytest.mark.timeout(300)
 SERVICE_ZIP = os.path.join(REPO, "build", "defect-service.zip")

@@ -27,10 +27,10 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from paths import REPO, fixture_path
 from service import defect_pb2, defect_pb2_grpc
 from service.service import network_refusal
-from service_process import HOST, ServiceProcess, running_service
+from tests.support.paths import REPO, fixture_path
+from tests.support.service_process import HOST, ServiceProcess, running_service
 
 pytestmark = pytest.mark.timeout(600)
 

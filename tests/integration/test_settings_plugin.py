@@ -1,14 +1,14 @@
 """A bad config does not stop the plugin: every call is answered with the config error's one
 line, and fixing the config file brings the models back, without a re-install.
 
-The unpacked zip, driven over nng as kuiperd drives it (tests/nng_host.py).
+The unpacked zip, driven over nng as kuiperd drives it (tests/support/nng_host.py).
 """
 import json
 import os
 import sys
 
-from nng_host import PluginHost
-from paths import read_b64
+from tests.support.nng_host import PluginHost
+from tests.support.paths import read_b64
 
 
 def test_a_bad_config_is_answered_in_one_line_and_fixing_it_recovers(plugin_dir, tmp_path):

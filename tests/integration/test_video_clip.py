@@ -1,4 +1,4 @@
-"""The shared camera clip (tests/video_clip.py) shows what its scenes say, through every reader the
+"""The shared camera clip (tools/video_clip.py) shows what its scenes say, through every reader the
 camera tests use: OpenCV, ffmpeg's JPEG pipe (as eKuiper's video source reads) and the live HTTP server."""
 import subprocess
 import time

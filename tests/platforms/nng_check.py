@@ -1,5 +1,5 @@
 """Inside the chroot, with the plugin venv's Python (it has pynng): the plugin started as kuiperd
-starts it (bare python3 main.py, tests/nng_host.py's PluginHost) and both functions called over nng.
+starts it (bare python3 main.py, tests/support/nng_host.py's PluginHost) and both functions called over nng.
 Prints {"labelImage": result, "inference": result, "handshake_s": s} as one JSON line.
 
     python nng_check.py PLUGIN_DIR PHOTO SURFACE
@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Beside this script in the chroot's share folder (its folder is first on sys.path): stdlib and pynng only.
 from nng_host import PluginHost
 
 LOAD_SECONDS = 600  # both models load (and time their threads) under emulation

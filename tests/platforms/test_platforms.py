@@ -17,9 +17,8 @@ import sys
 import time
 
 import pytest
-from requirements_lock import read_lock
 
-from answers import (
+from tests.support.answers import (
     CONFIDENCE_TOLERANCE,
     PHOTOS,
     SURFACES,
@@ -28,7 +27,8 @@ from answers import (
     known_label_differences,
     label_differences,
 )
-from paths import FIXTURES, REPO
+from tests.support.paths import FIXTURES, REPO
+from tests.support.requirements_lock import read_lock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Past pytest.ini's 600 s: the first test builds a rootfs (up to 440 s here) and runs the whole chroot
@@ -125,7 +125,7 @@ def box(request, tmp_path_factory):
         shutil.copy(fixture_image(name), share / "images" / name)
     (share / "photos.txt").write_text("\n".join(PHOTOS))
     (share / "surfaces.txt").write_text("\n".join(SURFACES))
-    for script in (os.path.join(REPO, "tests", "nng_host.py"), os.path.join(HERE, "box_check.py"),
+    for script in (os.path.join(REPO, "tests", "support", "nng_host.py"), os.path.join(HERE, "box_check.py"),
                    os.path.join(HERE, "nng_check.py")):
         shutil.copy(script, share)
     if arch == "arm64":

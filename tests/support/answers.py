@@ -1,5 +1,5 @@
 """Two runs' answers compared as the platform promise says: same top-1, confidences within 0.02,
-same defect counts, boxes within a pixel. Shared by tests/test_label.py (LiteRT against OpenVINO)
+same defect counts, boxes within a pixel. Shared by tests/unit/test_label.py (LiteRT against OpenVINO)
 and tests/platforms/ (a chroot's answers against this box's)."""
 CONFIDENCE_TOLERANCE = 0.02
 BOX_TOLERANCE_PX = 1

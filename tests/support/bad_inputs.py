@@ -5,7 +5,7 @@ import functools
 import cv2
 import numpy as np
 
-from paths import fixture_path
+from tests.support.paths import fixture_path
 
 
 def _b64(data):

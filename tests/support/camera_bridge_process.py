@@ -5,10 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from paths import REPO
+from tests.support.paths import REPO
+from tests.support.processes import die_with_test_run
+from tests.support.waits import wait_until
 
 CAMERA = os.path.join(REPO, "camera", "camera.py")
 
@@ -27,7 +28,7 @@ class BridgeProcess:
         with open(self.log_path, "ab") as log:
             # From another directory: the bridge must not depend on where it is started.
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         cwd=self.log_path.parent, env=self.env)
+                                         cwd=self.log_path.parent, env=self.env, preexec_fn=die_with_test_run())
         return self
 
     def log(self) -> str:
@@ -37,16 +38,14 @@ class BridgeProcess:
         return self.log().splitlines()
 
     def wait_for_line(self, text: str, timeout: float = 30, after: int = 0) -> str:
-        """The first log line (from line index `after` on) containing text; fails with the log if none comes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines()[after:]:
-                if text in line:
-                    return line
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"no line with {text!r} from the bridge (exit {self.proc.poll()}); its log:\n{self.log()}")
+        """The first log line (from line index `after` on) containing text.
+
+        Raises:
+            waits.ProcessExited: the bridge ended first. TimeoutError: no such line within `timeout` s.
+        """
+        def line() -> str | None:
+            return next((line for line in self.lines()[after:] if text in line), None)
+        return wait_until(line, timeout, what=f"a line with {text!r} from the bridge", proc=self.proc, log=self.log)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -4,7 +4,7 @@ Each builder writes the bytes a hostile publisher could send (struct and zlib fo
 and their CRCs, GIF blocks, TIFF directories, WebP RIFF chunks, JPEG segments and scans);
 nothing here is committed as a binary. `measure` hands one to `decode_image` in a fresh
 Python process and reports its answer, the call's time and its growth of the peak RSS;
-tests/test_bombs.py asserts on it and bench/bombs.py prints it.
+tests/integration/test_bombs.py asserts on it and bench/bombs.py prints it.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from paths import REPO
+from tests.support.paths import REPO
 
 LIMITS = {"max_pixels": 40_000_000, "max_bytes": 20_000_000}  # the defaults of input.*
 

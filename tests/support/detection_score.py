@@ -1,7 +1,7 @@
 """Scoring reported defect boxes against where defects really are (tests and `make bench`).
 
 Truth comes from outside the model: for synthetic surfaces, the boxes
-tests/synthetic_surface.py drew; for the held-out fixture surfaces
+tools/synthetic_surface.py drew; for the held-out fixture surfaces
 (shared/fixtures/images/surfaces, never used to tune the default model), the
 pixels that depart from the plain surface, checked against the defect count in
 each file's name.

@@ -8,28 +8,25 @@ Every server listens on 127.0.0.1 on a free port and is stopped by its owner.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from free_port import free_port
 
-# tests/e2e/harness.py -> repo root is two levels up; never hard-code /work/main.
+from tests.support.free_port import free_port
+from tests.support.processes import die_with_test_run, start_group_reaper, stop_process
+from tests.support.waits import ProcessExited, wait_tcp, wait_until
+
+# tests/support/harness.py -> repo root is two levels up; never hard-code /work/main.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUIPER_VERSION = "2.4.2"
 HOST = "127.0.0.1"
@@ -42,30 +39,6 @@ class HarnessError(RuntimeError):
 # ---------------------------------------------------------------- utilities
 
 
-def wait_tcp(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
-             what: str = "server") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise HarnessError(f"{what} exited with code {proc.returncode} before listening on {host}:{port}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise HarnessError(f"{what} did not listen on {host}:{port} within {timeout}s")
-
-
-def wait_until(pred, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """Poll pred() until it returns a truthy value; return that value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-
-
 def tail(path: Path, lines: int = 200) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -73,62 +46,16 @@ def tail(path: Path, lines: int = 200) -> str:
         return f"<cannot read {path}: {e}>"
 
 
-PR_SET_PDEATHSIG = 1
-# Looked up once here: a preexec_fn runs between fork and exec in a process with threads (paho's), where
-# a dlopen could deadlock; the child only makes the call.
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 ADDRESS_IN_USE = "address already in use"  # kuiperd (Go) and mosquitto ("Address already in use") say so
 START_ATTEMPTS = 3  # a port another process took between free_port() and the server's bind: pick again
-
-
-def die_with_test_run(signum: int = signal.SIGKILL) -> Callable[[], None]:
-    """A Popen preexec_fn: the child gets `signum` when the test run (this process) dies, however
-    it dies (a timeout, Ctrl-C, SIGKILL of pytest), so no server outlives it.
-
-    The signal is tied to the thread that forks: start servers from a thread that lives as long
-    as they do (pytest's main thread). It survives exec (no set-user-ID binary here).
-    Returns: the preexec_fn. Raises (in the child, so Popen raises): OSError if prctl fails."""
-    test_run = os.getpid()
-
-    def arm() -> None:
-        if _PRCTL(PR_SET_PDEATHSIG, signum) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != test_run:  # the test run went before the signal was armed
-            os.kill(os.getpid(), signum)
-    return arm
-
-
-def start_group_reaper(pgid: int) -> subprocess.Popen:
-    """group_reaper.py for the process group `pgid`: it kills the group when this test run dies."""
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "group_reaper.py"),
-                             str(pgid), str(os.getpid())], stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=die_with_test_run(signal.SIGTERM))
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
-    """SIGTERM the process, then SIGKILL its whole process group.
-
-    Servers are started with start_new_session=True, so the group holds only
-    what we started (kuiperd and the plugin processes it spawned)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    # Plugin children outlive a killed kuiperd; clean the group we own.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------- mosquitto
 
 
 def ensure_debian_packages(*packages: str) -> None:
-    """Install the Debian packages that are missing (tests/system_deps.sh), or fail with why."""
-    script = Path(__file__).resolve().parent.parent / "system_deps.sh"
+    """Install the Debian packages that are missing (tools/system_deps.sh), or fail with why."""
+    script = REPO_ROOT / "tools" / "system_deps.sh"
     r = subprocess.run(["bash", str(script), *packages], capture_output=True, text=True)
     if r.returncode != 0:
         raise HarnessError(f"the tests need the Debian packages {' '.join(packages)}: {r.stderr.strip()[-2000:]}")
@@ -204,7 +131,7 @@ class Mosquitto:
             # process that took the port, while this mosquitto is exiting with "Address already in use".
             wait_until(self._running, 10, what="mosquitto's log line 'running'")
             wait_tcp(self.host, self._port, 10, self.proc, "mosquitto")
-        except (HarnessError, TimeoutError) as e:
+        except (HarnessError, ProcessExited, TimeoutError) as e:
             self.stop()
             raise HarnessError(f"{e}\n--- mosquitto stderr ---\n{tail(stderr_path)}"
                                f"\n--- mosquitto log ---\n{tail(self.log_path)}") from None
@@ -251,7 +178,7 @@ def ensure_kuiperd(version: str = KUIPER_VERSION) -> Path:
     binary = out / "kuiperd"
     if binary.exists() and (out / "etc").is_dir():
         return binary
-    script = Path(__file__).resolve().parent / "build_kuiperd.sh"
+    script = REPO_ROOT / "tools" / "build_kuiperd.sh"
     r = subprocess.run(["bash", str(script), version, str(out)], capture_output=True, text=True)
     if r.returncode != 0 or not binary.exists():
         raise HarnessError(f"building kuiperd {version} failed (rc={r.returncode}):\n{r.stderr[-4000:]}")
@@ -275,7 +202,7 @@ def python_bin() -> str:
 KUIPERD_LOCK = Path(tempfile.gettempdir()) / "defect-e2e-kuiperd.lock"
 
 
-PRIVATE_TMP = Path(__file__).resolve().parent / "with_private_tmp.sh"
+PRIVATE_TMP = REPO_ROOT / "tools" / "with_private_tmp.sh"
 
 
 def private_tmp_command(command: list[str]) -> list[str]:
@@ -451,7 +378,7 @@ class Kuiperd:
         its supervisor and its worker). The REST status has no pid; kuiperd starts
         `<pythonBin> -u <home>/plugins/portable/<name>/<exe> <conf json>`."""
         prefix = str(self.home / "plugins" / "portable" / name) + "/"
-        # Runs under tests/e2e/with_private_tmp.sh share /proc but each has its own /tmp, where pytest's
+        # Runs under tools/with_private_tmp.sh share /proc but each has its own /tmp, where pytest's
         # tmp dirs get the same names: only processes in kuiperd's mount namespace are its own.
         own_mounts = os.readlink("/proc/self/ns/mnt")
         if self.proc is not None and self.proc.poll() is None:

@@ -1,11 +1,9 @@
 """Paced publishing, the sustainable rate and latency figures, shared by the load test
-(tests/e2e/test_load.py) and the overload measurement (bench/overload.py).
-
-No pytest here, like harness.py.
+(tests/e2e/test_load.py) and the overload measurement (bench/overload.py); their percentiles are
+tests.support.stats.percentile. No pytest here, like harness.py.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -14,12 +12,6 @@ def rss_kb(pid: int) -> int:
     """Resident memory of a process, from /proc."""
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def burst_rate(publish: Callable[[int], None], answered: Callable[[], int], frames: int,

@@ -5,6 +5,9 @@ plugin_ins_manager.go, function.go): kuiperd listens with REP sockets, the plugi
 dials with REQ and speaks first ("handshake"); kuiperd's commands and function
 requests travel as replies, and a reply starting with 'h' is a keepalive
 handshake, after which the request is sent again.
+
+Standard library and pynng only, with its own waits: tests/platforms copies this file alone into a
+Debian chroot (nng_check.py), where tests.support is not importable.
 """
 import json
 import os

@@ -2,7 +2,7 @@
 
 OpenVINO reads ONNX but cannot write it, so the same local-contrast graph is
 spelt out here with the `onnx` package, from build_models.py's own constants,
-at any input size. tests/test_config.py checks it finds what the IR finds.
+at any input size. tests/integration/test_config.py checks it finds what the IR finds.
 """
 import numpy as np
 import onnx

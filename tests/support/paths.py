@@ -1,10 +1,10 @@
-"""Where the tests find the fixtures and the build outputs (shared by tests/ and tests/e2e/)."""
+"""Where the tests find the fixtures and the build outputs (shared by the tests, the bench and the demos)."""
 import base64
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/support/..
 FIXTURES = os.environ.get("DEFECT_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
 ZIP = os.path.join(REPO, "build", "defect.zip")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from paths import fixture_path
+from tests.support.paths import fixture_path
 from tools.synthetic_surface import surface_image
 
 CAT_FILES = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg")
@@ -26,9 +26,9 @@ def image_bytes(*parts: str) -> bytes:
         return f.read()
 
 
-def surface_b64(defects: int, seed: int) -> str:
-    """A synthetic surface with exactly `defects` defects, JPEG-encoded, then base64."""
-    ok, jpeg = cv2.imencode(".jpg", surface_image(defects, seed))
+def surface_b64(defects: int, seed: int, size: tuple[int, int] = (640, 480)) -> str:
+    """A synthetic surface (width, height = size) with exactly `defects` defects, JPEG-encoded, then base64."""
+    ok, jpeg = cv2.imencode(".jpg", surface_image(defects, seed, width=size[0], height=size[1]))
     assert ok
     return base64.b64encode(jpeg.tobytes()).decode("ascii")
 
@@ -92,7 +92,7 @@ def publish_until(send, done, timeout: float = 60, interval: float = 1.0, status
             raise TimeoutError(f"no result within {timeout}s: {status()}")
 
 
-# tests/e2e/hold_hook: a worker holds a frame carrying this mark until it is killed (conftest.py).
+# tests/support/hold_hook: a worker holds a frame carrying this mark until it is killed (conftest.py).
 HOLD_HOOK_DIR = Path(__file__).resolve().parent / "hold_hook"
 
 

@@ -2,7 +2,7 @@
 
 The service binds its ports itself (`--http-port any --grpc-port any`) and names them in its
 "listening" line: no port is picked here and then taken by another process before the bind.
-It gets SIGKILL when the test run dies (harness.die_with_test_run), so a killed pytest leaves no service.
+It gets SIGKILL when the test run dies (processes.die_with_test_run), so a killed pytest leaves no service.
 """
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
-from paths import REPO
-
-sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
-from harness import die_with_test_run
+from tests.support.paths import REPO
+from tests.support.processes import die_with_test_run
+from tests.support.waits import wait_until
 
 SERVICE = os.path.join(REPO, "service", "service.py")
 HOST = "127.0.0.1"
@@ -93,15 +91,13 @@ class ServiceProcess:
             self.lines.append(line)
 
     def wait_for(self, text: str, timeout: float = 120) -> None:
-        """Until the output holds `text`; fails with the output if the process ends first."""
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if self.proc.poll() is not None:
-                time.sleep(0.2)  # the last lines
-                raise RuntimeError(f"service exited with {self.proc.returncode} before {text!r}:\n{self.output}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no {text!r} from the service within {timeout} s:\n{self.output}")
-            time.sleep(0.05)
+        """Until the output holds `text`.
+
+        Raises:
+            waits.ProcessExited: the service ended first. TimeoutError: no `text` within `timeout` s.
+        """
+        wait_until(lambda: text in self.output, timeout, interval=0.05, what=f"{text!r} from the service",
+                   proc=self.proc, log=lambda: self.output)
 
     def wait_listening(self, timeout: float = 60) -> None:
         """Until the service listens: it binds both ports before it prints its "listening" line."""

@@ -4,14 +4,14 @@ import io
 import struct
 import zlib
 
-import crafted_images as crafted
 import cv2
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from bad_inputs import bad_images
 from core.image_input import InputError, decode_image
+from tests.support import crafted_images as crafted
+from tests.support.bad_inputs import bad_images
 
 LIMITS = dict(max_pixels=40_000_000, max_bytes=20_000_000)
 
@@ -202,7 +202,7 @@ def test_a_jpeg_of_millions_of_tiny_segments_is_refused_before_pillow_reads_them
     assert decode_image(many_but_real, **LIMITS)[1] == (64, 48)
 
 
-# --- Legit images the bounded header walks must keep reading (tests/test_bombs.py has the bombs) ---
+# --- Legit images the bounded header walks must keep reading (tests/integration/test_bombs.py has the bombs) ---
 
 def pillow_bytes(image, fmt, **options):
     buffer = io.BytesIO()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from core.image_input import decode_image
-from detection_score import Match, box_is_on, match_boxes, precision_recall
 from inference import DefectSegmenter, choose_device, mask_from_output, regions
-from paths import REPO, fixture_path
+from tests.support.detection_score import Match, box_is_on, match_boxes, precision_recall
+from tests.support.paths import REPO, fixture_path
 from tools.synthetic_surface import surface_image, surface_with_truth
 
 CAMERA_SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}

@@ -4,11 +4,11 @@ import os
 import pytest
 
 import label
-from answers import PHOTOS, label_differences
 from core.image_input import decode_image
 from core.settings import load_settings
 from label import ImageLabeler, labeler_from_settings
-from paths import fixture_path
+from tests.support.answers import PHOTOS, label_differences
+from tests.support.paths import fixture_path
 
 
 def label_file(labeler, settings, *parts):

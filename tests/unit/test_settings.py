@@ -17,7 +17,7 @@ from core.errors import ConfigError
 from core.settings import SCHEMA, check_value, defaults, load_plugin_settings, load_settings
 from inference import DefectSegmenter
 from label import ImageLabeler
-from paths import REPO
+from tests.support.paths import REPO
 
 # Each key: values it takes (as written in JSON) and values it refuses. Every key must be listed.
 VALUES = {

@@ -1,7 +1,8 @@
 """Test-only, never in the shipped zip: a plugin worker holds a marked frame until it is killed.
 
-tests/e2e/conftest.py starts the session's kuiperd with this directory on PYTHONPATH and
-DEFECT_TEST_HOLD_DIR set, so the plugin's processes import it at start-up (Python's `site`).
+tests/e2e/conftest.py starts the session's kuiperd, and tests/integration/test_self_healing.py its
+PluginHost, with this directory on PYTHONPATH and DEFECT_TEST_HOLD_DIR set, so the plugin's processes
+import it at start-up (Python's `site`).
 It wraps function_server.OneLineErrorRuntime.do_run when that module is imported. A call whose
 image carries `DEFECT-TEST-HOLD:<token>;` (a JPEG comment: scenarios.held_jpeg) is held:
 - the first worker to get it writes <dir>/<token>.held (its pid) and sleeps, so the test knows the
