@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from label_func import ModelFunction
-from paths import REPO
+from tests.support.paths import REPO
 
 # The design card's top level, plus batch_func.py, and the config and tool files beside it.
 ROOT_FILES = {
@@ -159,8 +159,11 @@ OUTSIDE_FILES = [p for folder in OUTSIDE_PLUGIN for p in tracked(f"{folder}/*.py
 @pytest.mark.parametrize("path", OUTSIDE_FILES)
 def test_outside_processes_never_import_kuiperds_side(path):
     """The service, the camera bridge and the tools build on the pure layer, not on the plugin's
-    process (its entry, worker, supervisor and channels are kuiperd's side)."""
-    assert not top_packages(os.path.join(REPO, path)) & {"main", "runtime", "tests", "bench"}
+    process (its entry, worker, supervisor and channels are kuiperd's side). The tools (the demos,
+    the camera clip) may use the tests' shared helpers, tests/support; nothing else of the tests."""
+    allowed = ("tests.support",) if path.startswith("tools" + os.sep) else ()
+    imported = {name.split(".")[0] for name in imports_of(os.path.join(REPO, path)) if not name.startswith(allowed)}
+    assert not imported & {"main", "runtime", "tests", "bench"}
 
 
 def test_only_openvino_runtime_imports_openvino():
@@ -194,3 +197,45 @@ def test_every_bench_module_imports(path):
     done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --- tests/: folders by what a test starts, helpers in tests/support, imported from the repo root ---
+
+TESTS = os.path.join(REPO, "tests")
+# unit: in-process; integration: plugin host, service, bridge, mosquitto, ffmpeg; e2e: kuiperd;
+# platforms: Debian chroots; support: what they (and the bench and the demos) share.
+TESTS_TOP = {"unit", "integration", "e2e", "platforms", "support", "conftest.py", "requirements.txt"}
+# An assignment to the module search path (or a slice of it), or a call that changes it; reading it is fine.
+SYS_PATH_EDIT = re.compile(r"sys\.path\s*(\[[^\]]*\]\s*=[^=]|\+?=[^=]|\.(insert|append|extend|remove|pop|clear)\b)")
+# A test module named in an import, in code or in code a test runs with `python -c`.
+IMPORTS_A_TEST = re.compile(
+    r"^\s*(from\s+\S*\btest_\w*\s+import\b|import\s+\S*\btest_\w*|from\s+\S+\s+import\s+\(?\s*test_)", re.MULTILINE)
+
+
+def python_files_under_tests() -> list[str]:
+    return sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(TESTS, "**", "*.py"), recursive=True)
+                  if "__pycache__" not in p)
+
+
+def test_tests_hold_only_the_levels_and_support():
+    assert {e for e in os.listdir(TESTS) if e not in ("__pycache__", ".pytest_cache")} == TESTS_TOP
+
+
+def test_no_file_under_tests_edits_sys_path():
+    """pytest.ini puts the repo root on sys.path (`pythonpath = .`); a process a test starts gets it
+    through PYTHONPATH or its cwd, so an import means the same module everywhere."""
+    edits = []
+    for path in python_files_under_tests():
+        with open(os.path.join(REPO, path)) as f:
+            edits += [f"{path}:{n}: {line.strip()}" for n, line in enumerate(f, 1) if SYS_PATH_EDIT.search(line)]
+    assert edits == []
+
+
+def test_no_test_file_is_imported():
+    """What two tests share lives in tests/support (pytest's importlib mode also keeps test folders
+    off sys.path); a test module imported elsewhere would run its module-level code twice."""
+    imports = []
+    for path in python_files_under_tests():
+        with open(os.path.join(REPO, path)) as f:
+            imports += [f"{path}: {m.group(0).strip()}" for m in IMPORTS_A_TEST.finditer(f.read())]
+    assert imports == []

@@ -21,7 +21,7 @@ class Sleeper:
 
 def test_the_faster_candidate_is_kept_and_said_in_one_line(caplog, monkeypatch):
     monkeypatch.setattr("core.thread_tuning.usable_cores", lambda: 4)
-    with caplog.at_level(logging.INFO, logger="thread_tuning"):
+    with caplog.at_level(logging.INFO, logger="core.thread_tuning"):
         fast_many = fastest_threads(lambda n: Sleeper(n, 0.001 if n == 4 else 0.02), Sleeper.call, "f")
         fast_one = fastest_threads(lambda n: Sleeper(n, 0.001 if n == 1 else 0.02), Sleeper.call, "g")
     assert (fast_many.threads, fast_one.threads) == (4, 1)
@@ -39,7 +39,7 @@ def test_one_core_needs_no_measurement(monkeypatch):
 
 def test_real_models_are_tuned_at_zero_and_take_an_explicit_number(settings, caplog):
     auto = {**settings, "label": {**settings["label"], "threads": 0}, "defect": {**settings["defect"], "threads": 0}}
-    with caplog.at_level(logging.INFO, logger="thread_tuning"):
+    with caplog.at_level(logging.INFO, logger="core.thread_tuning"):
         labeler = LabelImage(auto).load_model()
         segmenter = Inference(auto).load_model()
     said = " ".join(r.getMessage() for r in caplog.records)
@@ -52,7 +52,7 @@ def test_real_models_are_tuned_at_zero_and_take_an_explicit_number(settings, cap
 
     caplog.clear()
     explicit = {**settings, "defect": {**settings["defect"], "threads": 1}}
-    with caplog.at_level(logging.INFO, logger="thread_tuning"):
+    with caplog.at_level(logging.INFO, logger="core.thread_tuning"):
         segmenter = Inference(explicit).load_model()
     assert segmenter.compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert not caplog.records  # nothing measured
