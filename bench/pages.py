@@ -96,7 +96,7 @@ def transport_rows(results: dict, function: str) -> list[dict]:
     rows = []
     nng = results.get("bench", {}).get("nng", {}).get(function, {}).get(NNG_INPUT[function])
     if nng:
-        rows.append({"transport": "nng host (as kuiperd drives the plugin)",
+        rows.append({"transport": "nng host, one call at a time (as kuiperd calls)",
                      "frames_per_s": round(1000 / nng["median_ms"], 1), "p50_ms": nng["median_ms"],
                      "p95_ms": nng["p95_ms"]})
     through = results.get("throughput", {}).get("rows", {}).get(function, {})
@@ -240,6 +240,14 @@ def summary_lines(results: dict) -> list[str]:
     return lines
 
 
+def load_note(results: dict) -> str:
+    """How busy the machine was, from the load averages the benches noted (none: "")."""
+    loads = [r.get("meta", r).get(key) for r in results.values() if isinstance(r, dict)
+             for key in ("load_before", "load_after")]
+    loads = [load for load in loads if load is not None]
+    return f" Load average during the run: {min(loads)} to {max(loads)}." if loads else ""
+
+
 def render(results: dict, tables: dict, docs: Path, machine_info: dict, date: str) -> Path:
     """Write docs/benchmarks.md and the charts under docs/bench/ from one run's results.
 
@@ -272,7 +280,7 @@ def render(results: dict, tables: dict, docs: Path, machine_info: dict, date: st
            "Written by `make bench` (`python -m bench.pages`, from the results the benches wrote in `build/`); "
            "not edited by hand.", "",
            f"**Machine**: {machine_info['cpu']}, {machine_info['cores']} cores (from /proc/cpuinfo). "
-           f"**Run of** {date}.", "",
+           f"**Run of** {date}." + load_note(results), "",
            "The numbers compare only within one run: the benches share the machine with whatever else runs on "
            "it, so a figure from another run or another machine is not comparable. Every figure is a median "
            "(of calls, or of rounds); latencies are the median (p50) and the p95 (nearest rank: the smallest "
@@ -294,8 +302,11 @@ def render(results: dict, tables: dict, docs: Path, machine_info: dict, date: st
     for name, title in SOURCES.items():
         out += [f"### {title}", ""]
         if name in tables:
-            # The bench's own table, its headings below this page's.
-            out.append(tables[name].strip().replace("\n## ", "\n#### ").removeprefix("## ").strip())
+            # The bench's own tables, without its title, its headings below this page's.
+            text = tables[name].strip()
+            if text.startswith("## "):
+                text = text.partition("\n")[2].strip()
+            out.append(text.replace("\n## ", "\n#### "))
         else:
             out.append(f"Not run in this run (no build/{name}.md).")
         out.append("")
