@@ -158,6 +158,8 @@ SERVICE_FILES := $(wildcard service/*.py service/*.proto) service/requirements.t
 package-service: build/defect-service.zip
 build/defect-service.zip: build/defect.zip $(SERVICE_FILES)
 	rm -rf build/service build/defect-service.zip && cp -r build/defect build/service
+	# The pure layer, the models and the config; not kuiperd's side (the SDK adapters, the supervisor).
+	cd build/service && rm -rf main.py label_func.py batch_func.py runtime functions defect.json install.sh
 	mkdir -p build/service/service && cp $(SERVICE_FILES) build/service/service/
 	cd build/service && ../../$(PY) -m zipfile -c ../defect-service.zip *
 	@echo "wrote $@"

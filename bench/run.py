@@ -31,6 +31,7 @@ import pynng
 from bench import proof, tutorial
 from bench.timing import timed, timed_together, two_spellings
 from core.catalog import INFERENCE, LABEL_IMAGE
+from core.results import answer
 from core.settings import load_settings
 from label_func import ModelFunction
 from tests.support.nng_host import PluginHost
@@ -136,8 +137,8 @@ def measure_baselines(settings, inputs, n, warmup, n_slow, warmup_slow):
     base = {"labelImage": {}, "inference": {}}
     labeler = tutorial.TutorialLabeler(settings["label"]["model"], settings["label"]["labels"])
     for name in LABEL_INPUTS:
-        check_label(labeler.label(inputs[name]), f"pyai tutorial {name}")
-        base["labelImage"][name] = timed(lambda: labeler.label(inputs[name]), n, warmup)
+        check_label(answer(labeler.label(inputs[name])), f"pyai tutorial {name}")
+        base["labelImage"][name] = timed(lambda: answer(labeler.label(inputs[name])), n, warmup)
     model_xml = settings["defect"]["model"]
     for name in INFERENCE_INPUTS:
         check_defects(tutorial.tutorial_inference(inputs[name], model_xml), name, "OpenVINO tutorial")

@@ -12,11 +12,10 @@ if [ -z "${DEFECT_PYTHON:-}" ] && [ ! -f "$root/.venv/.installed" ]; then
   echo "serve.sh: installing the requirements into $root/.venv (once)" >&2
   rm -rf "$root/.venv"
   "${VENV_PYTHON:-python3}" -m venv "$root/.venv"
-  # requirements.txt's `# --no-deps` lines (the ekuiper SDK) go in after the rest, without their dependencies.
-  if ! { "$python" -m pip install --disable-pip-version-check -q \
-           -r <(grep -v '^[^#]*# --no-deps' "$root/requirements.txt") -r "$root/service/requirements.txt" &&
-         "$python" -m pip install --disable-pip-version-check -q --no-deps \
-           -r <(sed -n 's/^\([^#]*[^#[:space:]]\)[[:space:]]*# --no-deps.*/\1/p' "$root/requirements.txt"); }; then
+  # The plugin's requirements without what only kuiperd's side uses (the eKuiper SDK, nng): the
+  # service builds on the pure layer (core/, label.py, inference.py).
+  if ! "$python" -m pip install --disable-pip-version-check -q \
+         -r <(grep -v -E '^(ekuiper|pynng)==' "$root/requirements.txt") -r "$root/service/requirements.txt"; then
     rm -rf "$root/.venv"  # half-built: the next run starts over
     echo "serve.sh: installing the requirements failed" >&2
     exit 1

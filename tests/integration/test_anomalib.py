@@ -16,9 +16,11 @@ import openvino as ov
 import openvino.opset15 as ops
 import pytest
 
+from core.catalog import INFERENCE
+from core.results import answer
 from core.settings import load_settings
-from inference import DefectSegmenter, choose_outputs, mask_from_output, segmenter_from_settings
-from label_func import Inference
+from inference import DefectSegmenter, choose_outputs, mask_from_output
+from label_func import ModelFunction
 from tests.support.detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes
 from tests.support.paths import FIXTURES, REPO, fixture_path
 
@@ -72,7 +74,7 @@ def anomalib_settings():
 @pytest.fixture(scope="module")
 def inference(anomalib_settings):
     """The public `inference` function (argument checks, decoding, model) on the export."""
-    function = Inference(anomalib_settings)
+    function = ModelFunction(INFERENCE, anomalib_settings)
     function.start_loading()
     assert function.loaded.wait(120) and function.error is None, function.error  # ready_model waits only 3 s
     return function
@@ -171,7 +173,7 @@ def test_the_default_model_finds_every_held_out_defect_at_every_size(settings):
     """README's detection table, held-out rows: at 256x256 PNG and stretched to VGA, 720p and 1080p
     JPEG, 20 images, 19 defects, 19 boxes, precision and recall 1.0, every image exactly right
     (bench/proof.py measures the same way, JPEG quality 90)."""
-    function = Inference(settings)
+    function = ModelFunction(INFERENCE, settings)
     function.start_loading()
     assert function.loaded.wait(120) and function.error is None, function.error
     size = function.model.size
@@ -200,9 +202,9 @@ def test_picture_is_the_input_and_mask_at_model_size(inference):
 
 def test_configured_input_size_replaces_the_implied_one(anomalib_settings):
     conf = {**anomalib_settings["defect"], "input_size": [320, 240]}
-    model = segmenter_from_settings({**anomalib_settings, "defect": conf})
+    model = DefectSegmenter(**conf).load()
     assert model.size == model.decode_size == (320, 240)
-    result = model.inspect(cv2.imread(fixture_path("images", "surfaces", "bad", "bad_04_2.png")))
+    result = answer(model.inspect(cv2.imread(fixture_path("images", "surfaces", "bad", "bad_04_2.png"))))
     assert result["anomalous"] is True and result["defect"] >= 1
     picture = cv2.imdecode(np.frombuffer(base64.b64decode(result["base64"]), np.uint8), cv2.IMREAD_GRAYSCALE)
     assert picture.shape == (240, 640)  # the 256x256 mask is shown at the input size
@@ -210,25 +212,25 @@ def test_configured_input_size_replaces_the_implied_one(anomalib_settings):
 
 def test_input_scale_is_built_into_the_graph():
     image = cv2.imread(fixture_path("images", "surfaces", "good", "good_00.png"))
-    auto = DefectSegmenter(export_xml()).inspect(image, with_picture=False)
-    explicit = DefectSegmenter(export_xml(), input_scale=1).inspect(image, with_picture=False)
-    wrong = DefectSegmenter(export_xml(), input_scale=255).inspect(image, with_picture=False)
-    assert auto["score"] == explicit["score"] == 0.0
-    assert wrong["anomalous"] is True  # pixels fed as 0..255 to a model trained on 0..1
+    auto = DefectSegmenter(model=export_xml()).load().inspect(image, with_picture=False)
+    explicit = DefectSegmenter(model=export_xml(), input_scale=1).load().inspect(image, with_picture=False)
+    wrong = DefectSegmenter(model=export_xml(), input_scale=255).load().inspect(image, with_picture=False)
+    assert auto.score == explicit.score == 0.0
+    assert wrong.anomalous is True  # pixels fed as 0..255 to a model trained on 0..1
 
 
 def test_explicit_output_and_clear_errors():
-    by_name = DefectSegmenter(export_xml(), output="anomaly_map")
+    by_name = DefectSegmenter(model=export_xml(), output="anomaly_map").load()
     image = cv2.imread(fixture_path("images", "surfaces", "bad", "bad_01_2.png"))
-    assert by_name.inspect(image, with_picture=False)["defect"] == 2
+    assert answer(by_name.inspect(image, with_picture=False))["defect"] == 2
     with pytest.raises(ValueError, match=r"defect.output 'heatmap' is not an output .*anomaly_map"):
-        DefectSegmenter(export_xml(), output="heatmap")
+        DefectSegmenter(model=export_xml(), output="heatmap").load()
     with pytest.raises(ValueError, match="input_scale .* needs a float input"):
-        DefectSegmenter(f"{REPO}/models/deeplabv3.xml", input_scale=1)
+        DefectSegmenter(model=f"{REPO}/models/deeplabv3.xml", input_scale=1).load()
     with pytest.raises(ValueError, match=r"fixed at 513x513"):
-        DefectSegmenter(f"{REPO}/models/deeplabv3.xml", input_size=[256, 256])
+        DefectSegmenter(model=f"{REPO}/models/deeplabv3.xml", input_size=[256, 256]).load()
     with pytest.raises(ValueError, match="input_size must be"):
-        DefectSegmenter(export_xml(), input_size=[0, "a"])
+        DefectSegmenter(model=export_xml(), input_size=[0, "a"]).load()
 
 
 def tiny_model(path, input_shape, outputs):
@@ -246,8 +248,8 @@ def tiny_model(path, input_shape, outputs):
 def test_dynamic_model_without_a_size_asks_for_input_size(tmp_path):
     xml = tiny_model(tmp_path / "dyn.xml", [-1, 3, -1, -1], ["probability"])
     with pytest.raises(ValueError, match="set defect.input_size"):
-        DefectSegmenter(xml)
-    model = DefectSegmenter(xml, input_size=64)
+        DefectSegmenter(model=xml).load()
+    model = DefectSegmenter(model=xml, input_size=64).load()
     assert model.size == (64, 64)
     assert model.segment(np.zeros((64, 64, 3), np.uint8)).shape == (64, 64)
 
@@ -255,7 +257,7 @@ def test_dynamic_model_without_a_size_asks_for_input_size(tmp_path):
 def test_several_unknown_outputs_need_defect_output(tmp_path):
     xml = tiny_model(tmp_path / "two.xml", [1, 3, 32, 32], ["first", "second"])
     with pytest.raises(ValueError, match=r"2 outputs \(first, second\); name the one .* defect.output"):
-        DefectSegmenter(xml)
+        DefectSegmenter(model=xml).load()
     assert choose_outputs(ov.Core().read_model(xml), "second").mask == 1
 
 

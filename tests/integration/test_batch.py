@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from batch_func import InferenceBatch
+from batch_func import WindowFunction
+from core.catalog import INFERENCE
 from core.thread_tuning import usable_cores
 from tests.support.bad_inputs import bad_images
 from tests.support.nng_host import PluginHost
@@ -147,7 +148,7 @@ def test_a_window_runs_its_frames_at_once_on_one_single_threaded_copy_per_core(s
     single-threaded model copy. The first `cores` frames each wait until all of them are running
     (a barrier): served one after another, the barrier would break and they would get errors."""
     cores = usable_cores()
-    function = InferenceBatch({**settings, "batch": {**settings["batch"], "budget_seconds": 120}})
+    function = WindowFunction(INFERENCE, {**settings, "batch": {**settings["batch"], "budget_seconds": 120}})
     assert function.workers == cores
     function.start_loading()
     assert function.loaded.wait(120) and function.error is None, function.error

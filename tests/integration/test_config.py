@@ -17,11 +17,13 @@ import pytest
 from PIL import Image
 
 from core import settings as settings_module
+from core.catalog import INFERENCE, LABEL_IMAGE
 from core.image_input import InputError
+from core.results import answer
 from core.settings import PLUGIN_DIR, load_settings
-from inference import segmenter_from_settings
-from label import labeler_from_settings
-from label_func import Inference, LabelImage
+from inference import DefectSegmenter
+from label import ImageLabeler
+from label_func import ModelFunction
 from tests.support.nng_host import PluginHost
 from tests.support.onnx_defect_model import write_defect_model_onnx
 from tests.support.paths import REPO, fixture_path, read_b64
@@ -29,6 +31,11 @@ from tests.support.plugin_settings import DEFAULTS, cat, with_keys
 from tools.synthetic_surface import surface_image, surface_with_truth
 
 DEEPLAB_TFLITE = "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+
+
+def defect_model(**defect: object) -> DefectSegmenter:
+    """The defect model with these `defect` keys over the defaults, loaded."""
+    return DefectSegmenter(**with_keys(defect=defect)["defect"]).load()
 
 
 def write_json(path, value):
@@ -108,19 +115,20 @@ def test_environment_overrides_file_and_overlay(tmp_path):
 # --- label.* ---
 
 def test_label_top_k_sets_the_default_count_and_k_still_wins():
-    labeler = labeler_from_settings(with_keys(label={"top_k": 3, "threads": 1}))
-    assert len(labeler.label(cat())) == 3
-    assert len(labeler.label(cat(), 7)) == 7
+    labeler = ImageLabeler(**with_keys(label={"top_k": 3, "threads": 1})["label"]).load()
+    assert len(answer(labeler.label(cat()))) == 3
+    assert len(answer(labeler.label(cat(), 7))) == 7
 
 
 COUNT_LITERT_THREADS = """
 import json
-from label_func import LabelImage
+from core.catalog import LABEL_IMAGE
+from core.serving import ServedFunction
 from tests.support.plugin_settings import cat, thread_count, with_keys
-function = LabelImage(with_keys(label={{"threads": {threads}}}))
+function = ServedFunction(LABEL_IMAGE, with_keys(label={{"threads": {threads}}}))
 before = thread_count()
 model = function.load_model()
-top = model.label(cat())[0]["label"]
+top = model.label(cat())[0].label
 print(json.dumps({{"added": thread_count() - before, "top": top}}))
 """
 
@@ -143,76 +151,76 @@ def test_label_model_and_labels_are_what_is_loaded(tmp_path):
     with open(DEFAULTS["label"]["labels"]) as f:
         labels.write_text(f.read().upper())
     small = fixture_path("models", "mobilenet_v1_0.25_128_quant.tflite")
-    other = labeler_from_settings(with_keys(label={"model": small, "labels": str(labels), "threads": 1}))
+    other = ImageLabeler(**with_keys(label={"model": small, "labels": str(labels), "threads": 1})["label"]).load()
     assert other.size == (128, 128)  # MobileNet v1 0.25 at 128, not the default v2 at 224
-    assert "286:EGYPTIAN CAT" in [r["label"] for r in other.label(cat())[:2]]
+    assert "286:EGYPTIAN CAT" in [r["label"] for r in answer(other.label(cat()))[:2]]
 
 
 def test_labels_that_do_not_match_the_model_are_refused(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("background\ncat\n")
     with pytest.raises(ValueError, match="has 2 labels but the model has 1001 classes"):
-        labeler_from_settings(with_keys(label={"labels": str(short), "threads": 1}))
+        ImageLabeler(**with_keys(label={"labels": str(short), "threads": 1})["label"]).load()
 
 
 # --- defect.* ---
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_defect_threads_is_openvinos_inference_num_threads(threads):
-    model = Inference(with_keys(defect={"threads": threads})).load_model()
+    model = ModelFunction(INFERENCE, with_keys(defect={"threads": threads})).load_model()
     assert model.compiled.get_property("INFERENCE_NUM_THREADS") == threads
-    assert model.inspect(surface_image(2, seed=3))["defect"] == 2
+    assert answer(model.inspect(surface_image(2, seed=3)))["defect"] == 2
 
 
 def test_defect_threshold_is_the_default_threshold():
     image = surface_image(3, seed=3)
-    assert segmenter_from_settings(with_keys(defect={"threshold": 0.5, "threads": 1})).inspect(image)["defect"] == 3
-    assert segmenter_from_settings(with_keys(defect={"threshold": 1.0, "threads": 1})).inspect(image)["defect"] == 0
+    assert answer(defect_model(threshold=0.5, threads=1).inspect(image))["defect"] == 3
+    assert answer(defect_model(threshold=1.0, threads=1).inspect(image))["defect"] == 0
 
 
 def test_defect_min_area_drops_smaller_regions():
     image, _ = surface_with_truth(5, seed=2233)
-    everything = segmenter_from_settings(with_keys(defect={"threads": 1})).inspect(image)["defects"]
+    everything = answer(defect_model(threads=1).inspect(image))["defects"]
     areas = sorted(d["area"] for d in everything)
     assert areas == [617, 642, 642, 654, 1192]  # four spots and a scratch
     for cut, left in ((630, 4), (900, 1)):
-        kept = segmenter_from_settings(with_keys(defect={"min_area": cut, "threads": 1})).inspect(image)["defects"]
+        kept = answer(defect_model(min_area=cut, threads=1).inspect(image))["defects"]
         assert kept == [d for d in everything if d["area"] >= cut] and len(kept) == left
 
 
 @pytest.mark.parametrize("quality", [30, 95])
 def test_defect_jpeg_quality_is_the_pictures_quality(quality):
-    segmenter = segmenter_from_settings(with_keys(defect={"jpeg_quality": quality, "threads": 1}))
-    picture = base64.b64decode(segmenter.inspect(surface_image(2, seed=9))["base64"])
+    segmenter = defect_model(jpeg_quality=quality, threads=1)
+    picture = base64.b64decode(answer(segmenter.inspect(surface_image(2, seed=9)))["base64"])
     assert quantization_of(picture) == quantization_at(quality)
 
 
 @pytest.mark.parametrize("color,spot_x", [("RGB", 480), ("BGR", 160)])
 def test_defect_color_is_the_channel_order_the_model_gets(color, spot_x):
-    report = segmenter_from_settings(with_keys(defect={"color": color, "threads": 1})).inspect(colour_spots())
+    report = answer(defect_model(color=color, threads=1).inspect(colour_spots()))
     assert report["defect"] == 1 and abs(box_centre_x(report) - spot_x) < 20, report["defects"]
 
 
 def test_defect_device_auto_runs_on_what_the_box_has():
-    segmenter = segmenter_from_settings(load_settings(environ={"DEFECT_DEVICE": "AUTO"}))
+    segmenter = DefectSegmenter(**load_settings(environ={"DEFECT_DEVICE": "AUTO"})["defect"]).load()
     assert segmenter.device == "AUTO"
     assert segmenter.compiled.get_property("EXECUTION_DEVICES") == ["CPU"]  # no GPU or NPU here
-    assert segmenter.inspect(surface_image(3, seed=7))["defect"] == 3
+    assert answer(segmenter.inspect(surface_image(3, seed=7)))["defect"] == 3
 
 
 def test_defect_model_onnx_finds_what_the_ir_finds(tmp_path):
     onnx_path = write_defect_model_onnx(str(tmp_path / "defect.onnx"))
-    from_onnx = segmenter_from_settings(with_keys(defect={"model": onnx_path, "threads": 1}))
-    from_ir = segmenter_from_settings(with_keys(defect={"threads": 1}))
+    from_onnx = defect_model(model=onnx_path, threads=1)
+    from_ir = defect_model(threads=1)
     for defects in range(6):
         image, drawn = surface_with_truth(defects, seed=6100 + defects)
         model_input = cv2.resize(image, from_ir.size, interpolation=cv2.INTER_AREA)
         assert np.array_equal(from_onnx.segment(model_input), from_ir.segment(model_input))
-        assert from_onnx.inspect(image)["defect"] == defects
+        assert answer(from_onnx.inspect(image))["defect"] == defects
 
 
 def test_defect_model_tflite_segments_the_dog():
-    deeplab = segmenter_from_settings(with_keys(defect={"model": fixture_path("models", DEEPLAB_TFLITE), "threads": 1}))
+    deeplab = defect_model(model=fixture_path("models", DEEPLAB_TFLITE), threads=1)
     assert deeplab.size == (513, 513)
     image = cv2.imread(fixture_path("images", "dog_segmentation.bmp"))
     dog = cv2.imread(fixture_path("images", "dog_segmentation_mask.bmp"), cv2.IMREAD_GRAYSCALE) == 0
@@ -224,7 +232,8 @@ def test_defect_model_tflite_segments_the_dog():
 # --- input.* ---
 
 def test_input_caps_come_from_config():
-    function = LabelImage(with_keys(label={"threads": 1}, input={"max_pixels": 300_000, "max_bytes": 600_000}))
+    function = ModelFunction(LABEL_IMAGE, with_keys(label={"threads": 1},
+                                                    input={"max_pixels": 300_000, "max_bytes": 600_000}))
     function.start_loading()
     assert function.loaded.wait(120) and function.error is None, function.error  # a call before: "still loading"
     assert function.exec([read_b64("images", "cat.bmp")], None)[0]["label"] == "286:Egyptian cat"  # 524 KB, 175 kpx

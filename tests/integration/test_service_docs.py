@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from service.model_host import ModelHost
+from core.model_host import ModelHost
 from tests.support.paths import REPO, fixture_path
 from tests.support.service_process import HOST, running_service
 

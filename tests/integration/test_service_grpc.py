@@ -18,11 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from core.errors import InputError
+from core.model_host import ModelHost
 from service import defect_pb2, defect_pb2_grpc
 from service.grpc_api import build_grpc_server
 from service.grpc_messages import RPCS, answer_of, image_value, result_message
 from service.grpc_stubs import STUBS, generate
-from service.model_host import ModelHost
 from service.service_metrics import ServiceMetrics
 from tests.support.bad_inputs import bad_images
 from tests.support.free_port import free_port

@@ -16,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.model_host import ModelHost
+from core.model_host import ModelHost
 from tests.support.bad_inputs import bad_images
 from tests.support.paths import REPO, fixture_path
 from tests.support.service_process import HOST, ServiceProcess, running_service

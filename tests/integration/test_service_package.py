@@ -24,6 +24,10 @@ def test_the_service_zip_serves_from_a_directory_of_its_own(tmp_path):
     unpacked = tmp_path / "defect-service"
     with zipfile.ZipFile(SERVICE_ZIP) as z:
         z.extractall(unpacked)
+    # The service builds on the pure layer alone: none of kuiperd's side is in its zip.
+    shipped = {path.name for path in unpacked.iterdir()}
+    assert {"core", "service", "models", "label.py", "inference.py", "config.json"} <= shipped
+    assert not shipped & {"main.py", "label_func.py", "batch_func.py", "runtime", "install.sh"}, shipped
     # LiteRT maps its model file, which shows below which models the service runs on (label.runtime auto
     # may keep OpenVINO, which reads the file into memory).
     overlay = tmp_path / "litert.json"

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from core.results import answer
 from tools.video_clip import ensure_ffmpeg, http_mjpeg_server, scene_at
 
 FPS = 10  # the camera_clip fixture's
@@ -14,8 +15,8 @@ FPS = 10  # the camera_clip fixture's
 
 def result_for(scene, frame, labeler, segmenter):
     if scene.name == "surface":
-        return segmenter.inspect(frame)["defect"]
-    return labeler.label(frame, 1)[0]["label"]
+        return answer(segmenter.inspect(frame))["defect"]
+    return answer(labeler.label(frame, 1))[0]["label"]
 
 
 def wrong_frames(frames, scenes, labeler, segmenter):
@@ -79,7 +80,7 @@ def test_http_camera_streams_the_clip_and_comes_back_after_it_dies(camera_clip, 
     with http_mjpeg_server(path) as camera:
         frames = read_frames(camera.url, 40)  # from the clip's start: cat, then the parrot
         assert len(frames) == 40
-        labels = [labeler.label(frame, 1)[0]["label"] for frame in frames]
+        labels = [answer(labeler.label(frame, 1))[0]["label"] for frame in frames]
         change = labels.index("89:macaw")
         # a live reader may lose a frame or two; the change still lands where the clip changes
         assert 28 <= change <= 30, labels

@@ -26,7 +26,9 @@ SAMPLES = {"labelImage": "sample_cat.jpg", "inference": "sample_surface.png"}
 
 @pytest.fixture(scope="module")
 def settings():
-    return load_settings()
+    """The plugin's settings, each model at one thread: no idle thread pools left behind for later tests."""
+    loaded = load_settings()
+    return {**loaded, "label": {**loaded["label"], "threads": 1}, "defect": {**loaded["defect"], "threads": 1}}
 
 
 @pytest.fixture(scope="module")

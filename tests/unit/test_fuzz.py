@@ -12,8 +12,9 @@ import cv2
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from core.catalog import INFERENCE, LABEL_IMAGE
 from core.image_input import InputError
-from label_func import Inference, LabelImage
+from label_func import ModelFunction
 from tools.synthetic_surface import surface_image
 
 CALL_BUDGET_SECONDS = 5.0  # eKuiper's per-call timeout
@@ -49,7 +50,7 @@ extra_args = st.one_of(st.just([]), st.lists(json_values, min_size=1, max_size=2
 
 @pytest.fixture(scope="module")
 def functions(settings):
-    made = [LabelImage(settings), Inference(settings)]
+    made = [ModelFunction(LABEL_IMAGE, settings), ModelFunction(INFERENCE, settings)]
     for function in made:
         function.start_loading()
         function.ready_model()

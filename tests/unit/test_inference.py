@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core.image_input import decode_image
+from core.results import Region, answer
 from inference import DefectSegmenter, choose_device, mask_from_output, regions
 from tests.support.detection_score import Match, box_is_on, match_boxes, precision_recall
 from tests.support.paths import REPO, fixture_path
@@ -24,7 +25,7 @@ def truth_match(segmenter, report, drawn):
 @pytest.mark.parametrize("seed", [11, 22, 33, 44])
 def test_counts_drawn_defects_and_boxes_sit_on_them(segmenter, defects, seed):
     image, drawn = surface_with_truth(defects, seed=seed * 100 + defects)
-    report = segmenter.inspect(image)
+    report = answer(segmenter.inspect(image))
     assert report["defect"] == defects
     assert len(report["defects"]) == defects
     # Each drawn defect is covered by exactly one box, no box lies off a defect, and no box
@@ -57,7 +58,7 @@ def test_counts_and_boxes_at_camera_sizes_through_jpeg(segmenter, size):
             image, drawn = surface_with_truth(defects, seed=seed * 100 + defects, width=width, height=height)
             jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
             pixels, original = decode_image(jpeg, 40_000_000, 20_000_000, segmenter.decode_size)
-            report = segmenter.inspect(pixels, original_size=original)
+            report = answer(segmenter.inspect(pixels, original_size=original))
             assert (report["width"], report["height"]) == (width, height)
             matches.append(truth_match(segmenter, report, drawn))
             counts.append((report["defect"], defects))
@@ -70,7 +71,7 @@ def test_counts_and_boxes_at_camera_sizes_through_jpeg(segmenter, size):
 
 def test_report_has_tutorial_keys_and_boxes_in_input_pixels(segmenter):
     image, drawn = surface_with_truth(3, seed=5, width=1280, height=960)
-    report = segmenter.inspect(image)
+    report = answer(segmenter.inspect(image))
     assert {"inference time", "defect", "base64", "defects", "width", "height"} <= set(report)
     assert (report["width"], report["height"]) == (1280, 960)
     assert report["inference time"] > 0
@@ -83,7 +84,7 @@ def test_report_has_tutorial_keys_and_boxes_in_input_pixels(segmenter):
 
 
 def test_picture_is_input_and_mask_side_by_side(segmenter):
-    report = segmenter.inspect(surface_image(2, seed=9))
+    report = answer(segmenter.inspect(surface_image(2, seed=9)))
     picture = cv2.imdecode(np.frombuffer(base64.b64decode(report["base64"]), np.uint8), cv2.IMREAD_COLOR)
     height, width = picture.shape[:2]
     assert (width, height) == (2 * segmenter.width, segmenter.height)
@@ -93,12 +94,12 @@ def test_picture_is_input_and_mask_side_by_side(segmenter):
 
 def test_threshold_argument_changes_the_mask(segmenter):
     image = surface_image(3, seed=3)
-    assert segmenter.inspect(image, threshold=0.5)["defect"] == 3
-    assert segmenter.inspect(image, threshold=1.0)["defect"] == 0
+    assert answer(segmenter.inspect(image, threshold=0.5))["defect"] == 3
+    assert answer(segmenter.inspect(image, threshold=1.0))["defect"] == 0
 
 
 def test_deeplab_ir_segments_the_dog(settings):
-    deeplab = DefectSegmenter(f"{REPO}/models/deeplabv3.xml")
+    deeplab = DefectSegmenter(model=f"{REPO}/models/deeplabv3.xml").load()
     image = cv2.imread(fixture_path("images", "dog_segmentation.bmp"))
     trimap = cv2.imread(fixture_path("images", "dog_segmentation_mask.bmp"), cv2.IMREAD_GRAYSCALE)
     mask = deeplab.segment(cv2.resize(image, deeplab.size, interpolation=cv2.INTER_LINEAR))
@@ -125,14 +126,14 @@ def test_holes_do_not_count_as_regions():
     mask[2, 45] = 1        # a second, separate region
     found = regions(mask, 2.0, 2.0)
     assert len(found) == 2
-    assert found[1] == {"x": 10, "y": 10, "w": 72, "h": 72, "area": 4 * (36 * 36 - 15 * 15)}
+    assert found[1] == Region(x=10, y=10, w=72, h=72, area=4 * (36 * 36 - 15 * 15))
 
 
 def test_area_counts_only_the_regions_own_pixels():
     mask = np.zeros((60, 60), np.uint8)
     cv2.line(mask, (0, 0), (59, 59), 1, 1)  # a diagonal scratch whose box covers the whole mask
     mask[40:45, 5:10] = 1                   # a separate spot inside that box
-    found = {(d["w"], d["h"]): d["area"] for d in regions(mask, 1.0, 1.0)}
+    found = {(region.w, region.h): region.area for region in regions(mask, 1.0, 1.0)}
     assert found == {(60, 60): 60, (5, 5): 25}
 
 

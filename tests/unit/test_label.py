@@ -5,8 +5,9 @@ import pytest
 
 import label
 from core.image_input import decode_image
+from core.results import answer
 from core.settings import load_settings
-from label import ImageLabeler, labeler_from_settings
+from label import ImageLabeler
 from tests.support.answers import PHOTOS, label_differences
 from tests.support.paths import fixture_path
 
@@ -15,7 +16,7 @@ def label_file(labeler, settings, *parts):
     with open(fixture_path(*parts), "rb") as f:
         pixels, _ = decode_image(f.read(), settings["input"]["max_pixels"], settings["input"]["max_bytes"],
                                  labeler.decode_size)
-    return labeler.label(pixels)
+    return answer(labeler.label(pixels))
 
 
 @pytest.mark.parametrize("image", ["cat.bmp", "cat_720p.jpg", "cat_1080p.jpg"])
@@ -44,7 +45,7 @@ def test_other_pictures_get_their_own_labels(labeler, settings, image, expected)
 
 def test_another_model_through_config(settings):
     env = {"LABEL_MODEL": fixture_path("models", "mobilenet_v1_0.25_128_quant.tflite")}
-    small = labeler_from_settings(load_settings(environ=env))
+    small = ImageLabeler(**load_settings(environ=env)["label"]).load()
     assert small.size == (128, 128)
     result = label_file(small, settings, "images", "cat.bmp")
     assert len(result) == 5
@@ -55,32 +56,35 @@ def test_another_model_through_config(settings):
 def test_k_limits_the_answer(labeler, settings):
     with open(fixture_path("images", "cat.bmp"), "rb") as f:
         pixels, _ = decode_image(f.read(), 10**8, 10**8)
-    assert len(labeler.label(pixels, 1)) == 1
-    assert len(labeler.label(pixels, 10)) == 10
+    assert len(answer(labeler.label(pixels, 1))) == 1
+    assert len(answer(labeler.label(pixels, 10))) == 10
 
 
 def test_labels_must_match_the_model(settings):
     with pytest.raises(ValueError, match="labels but the model has"):
-        ImageLabeler(settings["label"]["model"], fixture_path("models", "pascal_voc_segmentation_labels.txt"))
+        ImageLabeler(model=settings["label"]["model"],
+                     labels=fixture_path("models", "pascal_voc_segmentation_labels.txt")).load()
 
 
 def test_broken_model_fails_to_load(settings):
     with pytest.raises(RuntimeError):
-        ImageLabeler(fixture_path("models", "model_invoking_error.tflite"), settings["label"]["labels"])
+        ImageLabeler(model=fixture_path("models", "model_invoking_error.tflite"),
+                     labels=settings["label"]["labels"]).load()
 
 
 def test_missing_model_says_which_file(settings):
     with pytest.raises(FileNotFoundError, match="nowhere.tflite"):
-        ImageLabeler(os.path.join("models", "nowhere.tflite"), settings["label"]["labels"])
+        ImageLabeler(model=os.path.join("models", "nowhere.tflite"), labels=settings["label"]["labels"]).load()
 
 
 def test_openvino_runtime_gives_litert_answers(settings):
     """label.runtime openvino (OpenVINO reading the same .tflite) against LiteRT on every photo."""
-    litert = labeler_from_settings({**settings, "label": {**settings["label"], "runtime": "litert"}})
-    openvino = labeler_from_settings({**settings, "label": {**settings["label"], "runtime": "openvino"}})
+    litert = ImageLabeler(**{**settings["label"], "runtime": "litert"}).load()
+    openvino = ImageLabeler(**{**settings["label"], "runtime": "openvino"}).load()
     assert (litert.runtime, openvino.runtime) == ("litert", "openvino")
     assert type(litert.runner).__name__ == "LiteRTRunner" and type(openvino.runner).__name__ == "OpenVINORunner"
-    assert (openvino.output_scale, openvino.output_zero) == (litert.output_scale, litert.output_zero)
+    assert (openvino.runner.output_scale, openvino.runner.output_zero) == \
+        (litert.runner.output_scale, litert.runner.output_zero)
     differences = {image: label_differences(label_file(litert, settings, "images", image),
                                             label_file(openvino, settings, "images", image))
                    for image in PHOTOS}

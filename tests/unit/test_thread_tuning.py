@@ -5,8 +5,10 @@ import time
 
 import numpy as np
 
+from core.catalog import INFERENCE, LABEL_IMAGE
+from core.results import answer
 from core.thread_tuning import fastest_threads
-from label_func import Inference, LabelImage
+from label_func import ModelFunction
 
 
 class Sleeper:
@@ -40,11 +42,11 @@ def test_one_core_needs_no_measurement(monkeypatch):
 def test_real_models_are_tuned_at_zero_and_take_an_explicit_number(settings, caplog):
     auto = {**settings, "label": {**settings["label"], "threads": 0}, "defect": {**settings["defect"], "threads": 0}}
     with caplog.at_level(logging.INFO, logger="core.thread_tuning"):
-        labeler = LabelImage(auto).load_model()
-        segmenter = Inference(auto).load_model()
+        labeler = ModelFunction(LABEL_IMAGE, auto).load_model()
+        segmenter = ModelFunction(INFERENCE, auto).load_model()
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "labelImage: " in said and "inference: " in said and "measured at load" in said
-    assert labeler.label(labeler_frame(labeler))[0]["label"]
+    assert answer(labeler.label(labeler_frame(labeler)))[0]["label"]
     # The model kept is the one the log line names (on one core: 1 without a measurement).
     said_threads = re.search(r"inference: (\d+) threads?", said)
     expected = int(said_threads.group(1)) if said_threads else 1
@@ -53,7 +55,7 @@ def test_real_models_are_tuned_at_zero_and_take_an_explicit_number(settings, cap
     caplog.clear()
     explicit = {**settings, "defect": {**settings["defect"], "threads": 1}}
     with caplog.at_level(logging.INFO, logger="core.thread_tuning"):
-        segmenter = Inference(explicit).load_model()
+        segmenter = ModelFunction(INFERENCE, explicit).load_model()
     assert segmenter.compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert not caplog.records  # nothing measured
 
