@@ -40,6 +40,7 @@ class Key:
     default: Any
     rule: str
     check: Callable[[Any], Any]  # value -> the value to use; raises Invalid
+    description: str  # what the key does, for docs/configuration.md (tools/config_doc.py renders it)
     path: bool = False  # relative to the plugin dir
 
 
@@ -137,44 +138,76 @@ def size() -> tuple[str, Callable[[Any], list[int] | None]]:
     return "null, [width, height] in pixels (16 to 8192) or one number (square)", check
 
 
-def _key(default: Any, rule_check: tuple[str, Callable[[Any], Any]], path: bool = False) -> Key:
-    return Key(default, rule_check[0], rule_check[1], path)
+def _key(default: Any, rule_check: tuple[str, Callable[[Any], Any]], description: str, path: bool = False) -> Key:
+    return Key(default, rule_check[0], rule_check[1], description, path)
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "label": {
-        "model": _key("models/mobilenet_v2_1.0_224_quant.tflite", file_path(), path=True),
-        "labels": _key("models/imagenet_labels.txt", file_path(), path=True),
-        "top_k": _key(5, whole(1)),  # above the class count, every class is returned
-        "threads": _key(0, whole(0, 1024)),  # 0: measured at load
+        "model": _key("models/mobilenet_v2_1.0_224_quant.tflite", file_path(),
+            "Any TFLite image classifier, uint8 input `[1,H,W,3]` RGB (float input gets `(x - 127.5) / 127.5`, "
+            "untested: the fixtures hold no float classifier).", path=True),
+        "labels": _key("models/imagenet_labels.txt", file_path(),
+            "One label a line; line N is class N; must match the model's class count.", path=True),
+        "top_k": _key(5, whole(1),  # above the class count, every class is returned
+            "Labels returned when `k` is not given (a null `k` too); above the class count, every class."),
+        "threads": _key(0, whole(0, 1024),  # 0: measured at load
+            "Threads of the label runtime; 0: measured at load (1 thread against every core, the faster kept, one"
+            " log line says which); a number wins."),
         # auto: LiteRT on x86_64, OpenVINO (reading the same .tflite) elsewhere (label.resolve_runtime).
-        "runtime": _key("auto", name_of("auto", "litert", "openvino")),
+        "runtime": _key("auto", name_of("auto", "litert", "openvino"),
+            "What runs the `.tflite`: `litert`, or `openvino` (OpenVINO's TFLite reader on the same file, same "
+            "pre-processing); `auto`: `litert` on x86_64, `openvino` elsewhere (see "
+            "[install.md](install.md#platforms))."),
     },
     "defect": {
-        "model": _key("models/model.xml", file_path(), path=True),
-        "device": _key("CPU", device()),
-        "threshold": _key(0.5, number(0, 1)),
-        "color": _key("RGB", one_of("RGB", "BGR")),
-        "min_area": _key(0, number(0)),
-        "jpeg_quality": _key(80, whole(0, 100)),
-        "threads": _key(0, whole(0, 1024)),
-        "input_size": _key(None, size()),
-        "input_scale": _key(None, optional(number(0, 65535, low_open=True))),
-        "output": _key(None, optional(text("an output name of the model"))),
+        "model": _key("models/model.xml", file_path(),
+            "OpenVINO IR (`.xml` + `.bin`), also `.onnx` or `.tflite` (OpenVINO reads them).", path=True),
+        "device": _key("CPU", device(),
+            "A device this box lacks falls back to CPU with one log line."),
+        "threshold": _key(0.5, number(0, 1),
+            "Probability above which a pixel is a defect, for probability outputs; `inference`'s second argument "
+            "overrides it per call."),
+        "color": _key("RGB", one_of("RGB", "BGR"),
+            "Channel order the model expects."),
+        "min_area": _key(0, number(0),
+            "Regions smaller than this (pixels of the input image) are dropped."),
+        "jpeg_quality": _key(80, whole(0, 100),
+            "JPEG quality of the side-by-side picture (`base64`)."),
+        "threads": _key(0, whole(0, 1024),
+            "OpenVINO CPU threads; 0: measured at load as for `label.threads`; a number wins."),
+        "input_size": _key(None, size(),
+            "Size fed to a model whose input height and width are dynamic; null: the size its metadata or its "
+            "fixed-size outputs imply (anomalib: 256x256). A fixed-size model keeps its own."),
+        "input_scale": _key(None, optional(number(0, 65535, low_open=True)),
+            "What a float input expects for a full-intensity pixel: 255 (pixels as they are) or 1 (pixels / 255),"
+            " applied inside the graph; null: 1 for anomalib exports, 255 for others."),
+        "output": _key(None, optional(text("an output name of the model")),
+            "The output that holds the defect map, by name; null: `pred_mask`, else `anomaly_map` (thresholded), "
+            "else the only output."),
     },
     "batch": {
-        "workers": _key(0, whole(0, 1024)),  # 0: one per core
+        "workers": _key(0, whole(0, 1024),  # 0: one per core
+            "Frames of a window served at once, each on its own single-threaded model copy; 0: one per core."),
         # kuiperd abandons a call after 5 s: a window must answer before that.
-        "budget_seconds": _key(4.0, number(0, 4.5, low_open=True)),
+        "budget_seconds": _key(4.0, number(0, 4.5, low_open=True),
+            "A window answers within this (kuiperd gives a call 5 s); frames not done by then get an error "
+            "element."),
     },
     "worker": {
-        "max_restarts": _key(5, whole(0)),
-        "restart_window_seconds": _key(60, number(0, low_open=True)),
-        "max_rss_mb": _key(0, whole(0)),  # 0: half of the box's memory
+        "max_restarts": _key(5, whole(0),
+            "Worker deaths allowed within `worker.restart_window_seconds` before the degraded worker takes over "
+            "(see [reliability.md](reliability.md))."),
+        "restart_window_seconds": _key(60, number(0, low_open=True),
+            "The window for counting worker deaths."),
+        "max_rss_mb": _key(0, whole(0),  # 0: half of the box's memory
+            "The worker's resident-memory cap; 0: half of the box's memory."),
     },
     "input": {
-        "max_bytes": _key(20_000_000, whole(1)),
-        "max_pixels": _key(40_000_000, whole(4)),
+        "max_bytes": _key(20_000_000, whole(1),
+            "Larger payloads are refused before decoding."),
+        "max_pixels": _key(40_000_000, whole(4),
+            "Larger images are refused from their header, before decoding (decompression bombs)."),
     },
 }
 
