@@ -1,36 +1,39 @@
 """The plugin's functions, each declared once.
 
-Everything else derives from FUNCTIONS: the SQL functions and their window forms (label_func.py,
-batch_func.py), defect.json and functions/*.json (`python -m tools.function_docs` writes them; a
-test checks them), the HTTP routes and OpenAPI (service/http_api.py), the gRPC mapping
-(service/grpc_messages.py; defect.proto is checked against it) and the client's choices.
+Derived from FUNCTIONS: the SQL functions and their window forms (label_func.py, batch_func.py),
+the model host (core/model_host.py), the HTTP routes and OpenAPI (service/http_api.py), the gRPC
+mapping and methods (service/grpc_messages.py, service/grpc_api.py), the client's choices and the
+eKuiper external-service descriptor. Checked against it by tests/unit/test_functions.py: defect.json
+and functions/*.json (eKuiper's descriptions, with their translations) and defect.proto.
 Adding a function: docs/development.md.
 """
+import inference
+import label
 from core.functions import FunctionSpec, Option
 from core.results import Inspection, Label
-from inference import DefectSegmenter
-from label import ImageLabeler
 
 LABEL_IMAGE = FunctionSpec(
     name="labelImage",
     summary="Label an image: the top k ImageNet classes (TFLite MobileNet v2)",
     section="label",
-    model=ImageLabeler,
+    model=label.ImageLabeler,
     run=lambda model, pixels, size, k: model.label(pixels, k),
     option=Option("k", int, minimum=1, model_maximum=lambda model: len(model.labels), bound="the class count",
                   default_key="label.top_k", description="labels to return, best first"),
     result=list[Label],
+    sample=label.SAMPLE_IMAGE,
 )
 
 INFERENCE = FunctionSpec(
     name="inference",
     summary="Find surface defects (OpenVINO segmentation): count, boxes and a picture",
     section="defect",
-    model=DefectSegmenter,
+    model=inference.DefectSegmenter,
     run=lambda model, pixels, size, threshold: model.inspect(pixels, threshold, size),
     option=Option("threshold", float, minimum=0, maximum=1, default_key="defect.threshold",
                   description="probability above which a pixel is a defect"),
     result=Inspection,
+    sample=inference.SAMPLE_IMAGE,
 )
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (LABEL_IMAGE, INFERENCE)

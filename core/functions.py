@@ -101,6 +101,7 @@ class FunctionSpec:
         run: (model, BGR pixels, (width, height) of the image as sent, option or None) -> result.
         option: its optional second argument.
         result: the type `run` returns (a core/results.py dataclass, or a list of one).
+        sample: an image the model answers meaningfully (its command line's default; the tests' first check).
     """
 
     name: str
@@ -110,8 +111,10 @@ class FunctionSpec:
     run: Callable[[Any, np.ndarray, tuple[int, int], Any], Any]
     option: Option
     result: Any
+    sample: str
 
     def __post_init__(self) -> None:
+        """Refuses a declaration whose config section is missing (its model's keywords come from there)."""
         if self.section not in SCHEMA or "threads" not in SCHEMA[self.section]:
             raise ValueError(f"{self.name}: config section {self.section!r} must exist and have a threads key")
 
@@ -124,11 +127,17 @@ class FunctionSpec:
         """`labelImage(image [, k])`, for the function or its window form (`name`)."""
         return f"{name or self.name}(image [, {self.option.name}])"
 
-    def result_schema(self) -> dict:
-        return json_schema(self.result)
+    def result_schema(self, definitions: dict | None = None) -> dict:
+        """The JSON schema of one frame's answer; with `definitions`, result types go there by name
+        and the schema refers to them (OpenAPI's components)."""
+        return json_schema(self.result, definitions)
 
     def build(self, settings: dict) -> Model:
-        """The model the settings describe, loaded."""
+        """The model the settings describe, loaded.
+
+        Raises:
+            Exception: whatever the model's loading raises (a missing file, a model it cannot serve).
+        """
         return self.model(**settings[self.section]).load()
 
     def model_paths(self, settings: dict) -> list[str]:

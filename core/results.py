@@ -13,11 +13,22 @@ import typing
 from typing import Any
 
 
-def described(description: str, json_name: str | None = None, **kwargs: Any) -> Any:
-    """A dataclass field with its meaning (and its JSON name when it is no Python name)."""
-    metadata = {"description": description}
+def described(description: str, json_name: str | None = None, optional: bool = False, example: Any = None,
+              **kwargs: Any) -> Any:
+    """A dataclass field with its meaning for the schema.
+
+    Args:
+        description: what the field holds, one line.
+        json_name: its key in the JSON when that is no Python name ("inference time").
+        optional: the function's answer may lack it (only some models have it); the schema does not require it.
+        example: a value the OpenAPI document shows.
+        kwargs: dataclasses.field's (default=None: a field left None is not in the JSON).
+    """
+    metadata = {"description": description, "optional": optional}
     if json_name:
         metadata["json"] = json_name
+    if example is not None:
+        metadata["example"] = example
     return dataclasses.field(metadata=metadata, **kwargs)
 
 
@@ -26,7 +37,7 @@ class Label:
     """One class of labelImage's answer."""
 
     confidence: float = described("the model's confidence, 0 to 1, to 4 decimals")
-    label: str = described('"index:name" from the labels file, e.g. "286:Egyptian cat"')
+    label: str = described('"index:name" from the labels file', example="286:Egyptian cat")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,10 +59,12 @@ class Inspection:
     defect: int = described("separate defect regions")
     defects: list[Region] = described("the regions, top to bottom, then left to right")
     score: float | None = described("image-level anomaly score (only from a model that has one: an anomalib "
-                                    "export)", default=None)
-    anomalous: bool | None = described("the model's verdict (only from a model that has one)", default=None)
+                                    "export)", optional=True, default=None)
+    anomalous: bool | None = described("the model's verdict (only from a model that has one)", optional=True,
+                                       default=None)
     width: int = described("width of the image sent")
     height: int = described("height of the image sent")
+    # None only where a caller asks for no picture (inspect(with_picture=False)); the function always sends it.
     base64: str | None = described("JPEG of the input at model size beside the mask in white, base64",
                                    default=None)
 
@@ -75,22 +88,37 @@ def answer(result: Any) -> Any:
 JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
-def json_schema(kind: Any) -> dict:
-    """The JSON schema of a result type (a dataclass above, list[...] of one, or a plain type)."""
+def json_schema(kind: Any, definitions: dict | None = None) -> dict:
+    """The JSON schema of a result type (a dataclass above, list[...] of one, or a plain type).
+
+    Args:
+        kind: the type.
+        definitions: when given, each dataclass's schema is put here under its name and referred to as
+            `#/components/schemas/<name>` (OpenAPI's components); else schemas are inlined.
+
+    Raises:
+        KeyError: a field type this function does not map (teach JSON_TYPES).
+    """
     origin = typing.get_origin(kind)
     if origin is list:
-        return {"type": "array", "items": json_schema(typing.get_args(kind)[0])}
+        return {"type": "array", "items": json_schema(typing.get_args(kind)[0], definitions)}
     if origin in (typing.Union, types.UnionType):
         (inner,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        return json_schema(inner)
-    if dataclasses.is_dataclass(kind):
-        hints = typing.get_type_hints(kind)
-        properties, required = {}, []
-        for field in dataclasses.fields(kind):
-            name = field.metadata.get("json", field.name)
-            properties[name] = {**json_schema(hints[field.name]), "description": field.metadata["description"]}
-            if field.default is not None:
-                required.append(name)
-        return {"type": "object", "title": kind.__name__, "description": kind.__doc__.strip(),
-                "properties": properties, "required": required, "additionalProperties": False}
-    return {"type": JSON_TYPES[kind]}
+        return json_schema(inner, definitions)
+    if not dataclasses.is_dataclass(kind):
+        return {"type": JSON_TYPES[kind]}
+    hints = typing.get_type_hints(kind)
+    properties, required = {}, []
+    for field in dataclasses.fields(kind):
+        name = field.metadata.get("json", field.name)
+        properties[name] = {**json_schema(hints[field.name], definitions), "description": field.metadata["description"]}
+        if "example" in field.metadata:
+            properties[name]["examples"] = [field.metadata["example"]]
+        if not field.metadata["optional"]:
+            required.append(name)
+    schema = {"type": "object", "title": kind.__name__, "description": (kind.__doc__ or kind.__name__).strip(),
+              "properties": properties, "required": required, "additionalProperties": False}
+    if definitions is None:
+        return schema
+    definitions[kind.__name__] = schema
+    return {"$ref": f"#/components/schemas/{kind.__name__}"}

@@ -125,14 +125,15 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
             metrics.failed(name, "http", 500)
         return JSONResponse({"error": f"internal error: {first_line(error)}"}, 500)
 
+    results: dict = {}  # the result types' schemas, by name: OpenAPI's components
     for spec in FUNCTIONS:
-        add_function(app, host, spec, max_bytes, metrics, guarded)
+        add_function(app, host, spec, max_bytes, metrics, guarded, results)
 
     @app.post("/analyze/{name}", include_in_schema=False, dependencies=guarded)
     def unknown_function(name: str) -> None:
         raise HTTPException(404, f"unknown function {shown(name)}: use one of {', '.join(NAMES)}")
 
-    @app.get("/healthz", summary="200 when both models are loaded; 503 while they load or if one failed",
+    @app.get("/healthz", summary="200 when every model is loaded; 503 while they load or if one failed",
              responses={503: {"description": "loading, or a model failed (the reason is in functions)"}})
     async def healthz() -> JSONResponse:
         # async: answered on the event loop, never queued behind image requests in the thread pool
@@ -146,12 +147,22 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
+    document = app.openapi
+
+    def openapi_with_results() -> dict:
+        """FastAPI's document, with the result types as named components (generated clients name them)."""
+        if app.openapi_schema is None:
+            document().setdefault("components", {}).setdefault("schemas", {}).update(results)
+        return app.openapi_schema
+
+    app.openapi = openapi_with_results
     return app
 
 
 def add_function(app: FastAPI, host: ModelHost, spec: FunctionSpec, max_bytes: int, metrics: ServiceMetrics,
-                 guarded: list) -> None:
-    """`POST /analyze/<name>` for one declared function, documented from its declaration."""
+                 guarded: list, results: dict) -> None:
+    """`POST /analyze/<name>` for one declared function, documented from its declaration; its result
+    types' schemas go into `results` by name."""
     name, option = spec.name, http_option(spec)
 
     async def read_call(request: Request) -> ImageCall:
@@ -176,7 +187,7 @@ def add_function(app: FastAPI, host: ModelHost, spec: FunctionSpec, max_bytes: i
         f"/analyze/{name}", analyze, methods=["POST"], name=name, summary=summary(spec),
         dependencies=guarded, response_class=Response, openapi_extra=request_declaration(option),
         responses={
-            200: {"content": {"application/json": {"schema": spec.result_schema()}},
+            200: {"content": {"application/json": {"schema": spec.result_schema(results)}},
                   "description": f"what the plugin's {name} returns"},
             400: {"model": ErrorAnswer, "description": "bad input: the plugin's one line"},
             401: {"model": ErrorAnswer, "description": "missing or wrong API key (when the service has one)"},

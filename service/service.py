@@ -51,7 +51,7 @@ def port_number(text: str) -> int | str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineArgumentParser(
-        prog="service.py", description="The defect plugin's two models over HTTP and gRPC, "
+        prog="service.py", description="The defect plugin's models over HTTP and gRPC, "
         "with the plugin's config (config.json, DEFECT_CONFIG, LABEL_MODEL, DEFECT_MODEL, ...).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 to face a network: with TLS and an "

@@ -21,8 +21,6 @@ from label import ImageLabeler
 from label_func import ModelFunction, per_frame_functions
 from tests.support.paths import REPO
 
-SAMPLES = {"labelImage": "sample_cat.jpg", "inference": "sample_surface.png"}
-
 
 @pytest.fixture(scope="module")
 def settings():
@@ -37,7 +35,7 @@ def answers(settings):
     found = {}
     for spec in FUNCTIONS:
         model = spec.build(settings)
-        image = cv2.imread(os.path.join(REPO, "models", SAMPLES[spec.name]))
+        image = cv2.imread(spec.sample)
         found[spec.name] = answer(spec.run(model, image, (image.shape[1], image.shape[0]), None))
     return found
 
@@ -100,9 +98,14 @@ def test_optional_result_fields_are_left_out_when_none_and_kept_when_set():
                               "area": 5}], "score": 0.25, "anomalous": False, "width": 10, "height": 20}
     assert answer([Label(confidence=0.5, label="1:a")]) == [{"confidence": 0.5, "label": "1:a"}]
     schema = INFERENCE.result_schema()
-    assert set(schema["required"]) == {"inference time", "defect", "defects", "width", "height"}
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**answer(report), "extra": 1}, schema)
+    assert set(schema["required"]) == {"inference time", "defect", "defects", "width", "height", "base64"}
+    pictured = {**answer(report), "base64": "AA=="}
+    jsonschema.validate(pictured, schema)  # score and anomalous may be there
+    jsonschema.validate({key: value for key, value in pictured.items() if key not in ("score", "anomalous")}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="'extra' was unexpected"):
+        jsonschema.validate({**pictured, "extra": 1}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="'base64' is a required property"):
+        jsonschema.validate(answer(report), schema)
 
 
 @pytest.mark.parametrize(("spec", "value", "message"), [
@@ -175,7 +178,10 @@ def test_http_routes_and_openapi_derive_from_the_declarations(settings):
         assert route["summary"].startswith(spec.summary)
         (parameter,) = route["parameters"]
         assert parameter["name"] == spec.option.name and parameter["schema"] == spec.option.json_schema()
-        assert route["responses"]["200"]["content"]["application/json"]["schema"] == spec.result_schema()
+        components: dict = {}
+        assert route["responses"]["200"]["content"]["application/json"]["schema"] == spec.result_schema(components)
+        assert components.items() <= document["components"]["schemas"].items()  # named: generated clients use them
+    assert {"Label", "Inspection", "Region"} <= set(document["components"]["schemas"])
     assert sorted(p for p in document["paths"] if p.startswith("/analyze/")) == \
         sorted(f"/analyze/{name}" for name in BY_NAME)
 
