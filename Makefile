@@ -11,7 +11,8 @@ KUIPER_VERSION := 2.4.2
 KUIPERD_DIR := $(HOME)/.cache/defect/kuiperd-$(KUIPER_VERSION)-full
 KUIPERD := $(KUIPERD_DIR)/kuiperd
 # What eKuiper installs: the zip's root is the plugin dir.
-PLUGIN_FILES := main.py label_func.py batch_func.py label.py inference.py config.json defect.json requirements.txt requirements.lock install.sh
+# Every root module (the entry, the eKuiper adapters, each declared function's model: core/catalog.py).
+PLUGIN_FILES := $(wildcard *.py) config.json defect.json requirements.txt requirements.lock install.sh
 # The plugin's packages, shipped as folders: core/ (pure logic) and runtime/ (what kuiperd drives).
 PLUGIN_PACKAGES := core runtime
 PACKAGE_FILES := $(wildcard $(addsuffix /*.py,$(PLUGIN_PACKAGES)))

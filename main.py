@@ -2,9 +2,9 @@
 
 Only wiring. Pick the plugin's own Python, load the settings, then either
 - (kuiperd's process) supervise: answer kuiperd's control channel through the eKuiper
-  SDK and keep a worker running (supervisor.py); it loads no model and stays small;
+  SDK and keep a worker running (runtime/supervisor.py); it loads no model and stays small;
 - (`--worker`, the child) load both models in the background and serve the per-frame
-  and the window functions on their own channels (worker.py).
+  and the window functions on their own channels (runtime/worker.py).
 """
 import logging
 import os
@@ -26,7 +26,8 @@ import json  # noqa: E402
 from core.settings import load_plugin_settings  # noqa: E402
 
 
-def supervise(settings):
+def supervise(settings: dict) -> None:
+    """kuiperd's process: answer its control channel and keep a worker running (never returns)."""
     from ekuiper import PluginConfig, plugin
     from ekuiper.runtime import plugin as sdk_plugin
 
@@ -50,7 +51,8 @@ def supervise(settings):
     plugin.start(PluginConfig("defect", {}, {}, {name: (lambda: None) for name in names}))
 
 
-def serve_in_worker(settings, config_error):
+def serve_in_worker(settings: dict, config_error: str | None) -> None:
+    """The worker: every declared function per frame and per window, on its own channel (never returns)."""
     from batch_func import window_functions
     from core.errors import InputError, ModelUnavailable
     from label_func import per_frame_functions

@@ -38,6 +38,7 @@ class ModelHost:
         self._counting = threading.Lock()
 
     def start_loading(self) -> None:
+        """Loads every model in the background (one at a time: core.serving.LOADING)."""
         for function in self.functions.values():
             function.start_loading()
 
@@ -51,6 +52,7 @@ class ModelHost:
                 for name, f in self.functions.items()}
 
     def ready(self) -> bool:
+        """True when every model is loaded and serving."""
         return all(state == "ready" for state in self.status().values())
 
     def call(self, name: str, image: Any, option: Any = None, wait: float | None = None) -> Any:

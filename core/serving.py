@@ -59,6 +59,7 @@ class ServedFunction:
         self.held = None  # a reason to serve nothing (a degraded worker); no model loads
 
     def start_loading(self) -> None:
+        """Loads the model in a background thread (once at a time; a load already running is kept)."""
         self.load_started = True
         if self.loading.acquire(blocking=False):
             self.loaded.clear()
@@ -139,6 +140,7 @@ class ServedFunction:
         return self.model
 
     def check_arity(self, args: list) -> None:
+        """InputError unless the call has the image and at most the option."""
         if not 1 <= len(args) <= 2:
             raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
 
@@ -255,12 +257,14 @@ class ServedWindow(ServedFunction):
             return {"error": f"internal error: {first_line(e)}"}
 
     def over_budget(self, frames: int | None = None) -> dict:
+        """The element of a frame the window's budget left unserved."""
         window = f" for a window of {frames} frames" if frames else ""
         return {"error": f"not served within the {self.budget_seconds:g} s budget{window} "
                          f"(batch.budget_seconds, under kuiperd's 5 s per call); use smaller windows"}
 
 
 def mtime(path: str) -> int | None:
+    """The file's modification time in ns, None if it cannot be read."""
     try:
         return os.stat(path).st_mtime_ns
     except OSError:

@@ -59,6 +59,11 @@ class Rpc:
 
 
 def rpc_of(spec: FunctionSpec) -> Rpc:
+    """The declared function's RPC, by defect.proto's naming rule.
+
+    Raises:
+        AttributeError: defect.proto lacks the function's request or result message.
+    """
     base = spec.name[0].upper() + spec.name[1:]
     return Rpc(spec, base, f"{base}Stream", getattr(defect_pb2, f"{base}Request"), getattr(defect_pb2, f"{base}Result"))
 
