@@ -10,7 +10,10 @@
 - models/sample_surface.png: a synthetic surface with 3 defects, the default
   image of `python inference.py`;
 - models/sample_cat.jpg: cat.bmp (fixtures or upstream) as a small JPEG, the default image
-  of `python label.py` (made here, not committed: fixture images stay out of git).
+  of `python label.py` (made here, not committed: fixture images stay out of git);
+- models/sample_cat_720p.jpg, models/sample_parrot.jpg: the camera clip's first two scenes
+  (tools/video_clip.py, `make demo`): cat.bmp stretched to a 1280x720 frame, as the fixtures'
+  cat_720p.jpg is, and parrot.jpg (fixtures or upstream) as it is.
 
 A download that fails (HTTP error, server unreachable, too slow, too large, checksum mismatch)
 prints one line naming the file and exits 1; nothing half-written is left in the output folder.
@@ -32,11 +35,19 @@ if REPO not in sys.path:  # run by path (`make models`): tools/ is imported from
 import openvino.opset15 as ops  # noqa: E402
 
 from core.openvino_runtime import ov  # noqa: E402
-from tools.fetch_models import SOURCES, UPSTREAM_URL, DownloadError, fetch_sources  # noqa: E402
+from tools.fetch_models import (  # noqa: E402
+    DOWNLOAD_BUDGET_S,
+    SOURCES,
+    UPSTREAM_URL,
+    DownloadError,
+    fetch_sources,
+)
 
 LABEL_FILES = ("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt")
 DEEPLAB_FILE = "deeplabv3_mnv2_dm05_pascal_quant.tflite"
 CAT_FILE = "cat.bmp"
+PARROT_FILE = "parrot.jpg"
+CAMERA_FRAME = (1280, 720)  # sample_cat_720p.jpg's size, a camera's
 
 # Defect model geometry and sensitivity, in model pixels and texture deviations;
 # tuned on synthetic surfaces (tools/synthetic_surface.py), 0 miscounts in 240.
@@ -113,6 +124,12 @@ def build(paths: dict[str, str], out_dir: str, copy_labels: bool) -> None:
     cv2.imwrite(os.path.join(out_dir, "sample_surface.png"), surface_image(3, seed=7))
     cat = cv2.imread(paths[CAT_FILE])
     cv2.imwrite(os.path.join(out_dir, "sample_cat.jpg"), cat, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    # The fixtures' cat_720p.jpg is this same photo stretched to 16:9 (from a larger original: within
+    # 4 grey levels on average of this resize); its top-1 stays 286:Egyptian cat, also once the clip
+    # crops it to 4:3.
+    cv2.imwrite(os.path.join(out_dir, "sample_cat_720p.jpg"),
+                cv2.resize(cat, CAMERA_FRAME, interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    shutil.copyfile(paths[PARROT_FILE], os.path.join(out_dir, "sample_parrot.jpg"))
 
 
 def main(argv: list[str]) -> int:
@@ -123,6 +140,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--url", default=os.environ.get("MODELS_URL") or UPSTREAM_URL,
                         help="where to download from (default: $MODELS_URL, else the pinned Coral test_data commit)")
     parser.add_argument("--out", default=MODELS_DIR, help="output folder (default: the repo's models/)")
+    parser.add_argument("--budget-s", type=float, default=DOWNLOAD_BUDGET_S,
+                        help=f"time bound of each download, seconds (default: {DOWNLOAD_BUDGET_S})")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     if args.fixtures:
@@ -135,7 +154,7 @@ def main(argv: list[str]) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix=".sources.", dir=args.out) as work_dir:
             try:
-                paths = fetch_sources(args.url, LABEL_FILES, args.out, work_dir)
+                paths = fetch_sources(args.url, LABEL_FILES, args.out, work_dir, args.budget_s)
             except DownloadError as e:
                 sys.exit(f"models: {e}")
             build(paths, args.out, copy_labels=False)

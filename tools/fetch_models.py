@@ -5,9 +5,12 @@ tools/build_models.py copies these files from the fixtures folder when there is 
 fetch_sources otherwise.
 """
 import hashlib
+import http.client
 import os
+import socket
+import ssl
 import tempfile
-import time
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,11 +41,84 @@ SOURCES = {
         "0470d2a782aa54eeeb99d32e7b6b3fb7722905c7c4f5d26bd957ec861366d48b"),
     "cat.bmp": Source(
         "images/cat.bmp", "34f235786382686111728287fd26d4c24dd8c25de8233469d6eeb301888ce0a9"),
+    "parrot.jpg": Source(  # the camera clip's second scene (tools/video_clip.py)
+        "images/parrot.jpg", "a8fba9e7e29439fa414c13129aad661f2289ff891231920a7c33641b076f1833"),
 }
 MAX_DOWNLOAD_BYTES = 16 << 20   # the largest source is 3.6 MB; a server sending more is refused
 TIMEOUT_S = 30                  # urllib's timeout: each connect and each read
 DOWNLOAD_BUDGET_S = 300         # a whole file, so a server dripping bytes cannot hold `make` forever
 CHUNK = 1 << 16
+
+
+class _Deadline:
+    """Shuts a download's connections down when its budget runs out, whatever phase it is blocked in.
+
+    A socket timeout bounds one recv only: a server sending a byte a second keeps every recv short and
+    the download alive for ever, in the TLS handshake, the status line and headers, or the body. So a
+    timer shuts each connection's socket down at the deadline, which wakes the blocked recv at once.
+    The sockets are watched through dups of their descriptors (a shutdown reaches the connection
+    through any of them), taken as soon as TCP is connected, before any byte is read.
+    """
+
+    def __init__(self, budget_s: float):
+        self.budget_s = budget_s
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(budget_s, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut sock's connection down at the deadline (at once if it has passed)."""
+        with self._lock:
+            self._sockets.append(sock.dup())
+            if self.expired:
+                self._shut(self._sockets[-1])
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed by the other end
+            pass
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener (proxies, redirects as usual) whose every connection this deadline watches."""
+        deadline = self
+
+        class WatchedHTTPConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                deadline.watch(self.sock)
+
+        class WatchedHTTPHandler(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(WatchedHTTPConnection, req)
+
+        class WatchedContext(ssl.SSLContext):  # sees the TCP socket before the TLS handshake reads from it
+            def wrap_socket(self, sock, *args, **kwargs):
+                deadline.watch(sock)
+                return super().wrap_socket(sock, *args, **kwargs)
+
+        context = WatchedContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
+        context.load_default_certs()
+        return urllib.request.build_opener(WatchedHTTPHandler, urllib.request.HTTPSHandler(context=context))
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
 
 
 class DownloadError(Exception):
@@ -55,7 +131,7 @@ def sha256_of(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def download(name: str, base_url: str, dest: str) -> None:
+def download(name: str, base_url: str, dest: str, budget_s: float = DOWNLOAD_BUDGET_S) -> None:
     """Fetch SOURCES[name] from base_url + name into dest, atomically and only if its sha256 matches.
 
     The bytes go to a temporary file beside dest, are checked against the pinned sha256, and only
@@ -65,34 +141,41 @@ def download(name: str, base_url: str, dest: str) -> None:
         name: a key of SOURCES, also the file's name under base_url.
         base_url: http(s) URL of the folder holding the files (UPSTREAM_URL or a mirror).
         dest: the path to write.
+        budget_s: the whole download's time bound, from connecting to the last byte (a DNS lookup
+            that hangs is outside it); each connect and each read is also bounded by TIMEOUT_S.
     Raises:
-        DownloadError: HTTP error, unreachable server, timeout, more than MAX_DOWNLOAD_BYTES,
-            or a checksum mismatch; the message is one line naming the file and the URL.
+        DownloadError: HTTP error, unreachable server, timeout, not done within budget_s, more than
+            MAX_DOWNLOAD_BYTES, or a checksum mismatch; the message is one line naming the file and the URL.
     """
     url = urllib.parse.urljoin(base_url if base_url.endswith("/") else base_url + "/", name)
     expected = SOURCES[name].sha256
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=os.path.dirname(dest) or ".")
     try:
         digest = hashlib.sha256()
-        deadline = time.monotonic() + DOWNLOAD_BUDGET_S
-        with os.fdopen(fd, "wb") as out:
+        too_slow = f"{name}: not received within {budget_s:g} s from {url}"
+        with os.fdopen(fd, "wb") as out, _Deadline(budget_s) as deadline:
             try:
-                with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                with deadline.opener().open(url, timeout=min(TIMEOUT_S, budget_s)) as response:
                     size = 0
-                    while chunk := response.read(CHUNK):
+                    # read1: what has arrived (up to CHUNK), so the checks run between small reads too.
+                    while chunk := response.read1(CHUNK):
                         size += len(chunk)
                         if size > MAX_DOWNLOAD_BYTES:
                             raise DownloadError(f"{name}: larger than {MAX_DOWNLOAD_BYTES} bytes at {url}")
-                        if time.monotonic() > deadline:
-                            raise DownloadError(f"{name}: not received within {DOWNLOAD_BUDGET_S} s from {url}")
                         digest.update(chunk)
                         out.write(chunk)
             except urllib.error.HTTPError as e:
                 raise DownloadError(f"{name}: HTTP {e.code} {e.reason} from {url}") from None
-            except urllib.error.URLError as e:
-                raise DownloadError(f"{name}: {url} unreachable ({e.reason})") from None
-            except OSError as e:  # a read that timed out, a connection reset mid-body, a full disk
+            except (OSError, http.client.HTTPException) as e:
+                # The deadline's shutdown surfaces as whatever the blocked read makes of an early end.
+                if deadline.expired:
+                    raise DownloadError(too_slow) from None
+                if isinstance(e, urllib.error.URLError):
+                    raise DownloadError(f"{name}: {url} unreachable ({e.reason})") from None
+                # a read that timed out, a connection reset or cut short mid-body, a full disk
                 raise DownloadError(f"{name}: download from {url} failed ({e})") from None
+            if deadline.expired:  # the shutdown read as the end of a body of unknown length
+                raise DownloadError(too_slow)
         got = digest.hexdigest()
         if got != expected:
             raise DownloadError(f"{name}: checksum mismatch, expected sha256 {expected} got {got} (from {url})")
@@ -102,7 +185,8 @@ def download(name: str, base_url: str, dest: str) -> None:
             os.unlink(tmp)
 
 
-def fetch_sources(base_url: str, kept: tuple[str, ...], out_dir: str, work_dir: str) -> dict[str, str]:
+def fetch_sources(base_url: str, kept: tuple[str, ...], out_dir: str, work_dir: str,
+                  budget_s: float = DOWNLOAD_BUDGET_S) -> dict[str, str]:
     """Download every source (see download) and say where each one is.
 
     Args:
@@ -111,6 +195,7 @@ def fetch_sources(base_url: str, kept: tuple[str, ...], out_dir: str, work_dir: 
             sha256 is kept as it is, so a rerun fetches it no more.
         out_dir: the output folder.
         work_dir: where the other sources go (inputs of the build only).
+        budget_s: each file's time bound (see download).
     Returns:
         SOURCES' names mapped to their local paths.
     Raises:
@@ -123,6 +208,6 @@ def fetch_sources(base_url: str, kept: tuple[str, ...], out_dir: str, work_dir: 
         path = os.path.join(out_dir if name in kept else work_dir, name)
         if not (os.path.isfile(path) and sha256_of(path) == SOURCES[name].sha256):
             print(f"models: downloading {name} from {base_url}", flush=True)
-            download(name, base_url, path)
+            download(name, base_url, path, budget_s)
         paths[name] = path
     return paths

@@ -2,8 +2,8 @@
 fixture files under their upstream names (the URL base is a variable; no test reaches the internet).
 
 Checks that the pinned sha256s are the fixtures', that a download builds models/ as the fixtures do,
-that a changed file or a server that is down fails with one line and leaves nothing half-written,
-and that the Makefile's own recipe downloads when FIXTURES points nowhere.
+that a changed file, a server that is down or one that drips bytes fails with one line and leaves
+nothing half-written, and that the Makefile's own recipe downloads when FIXTURES points nowhere.
 """
 import functools
 import hashlib
@@ -12,9 +12,11 @@ import os
 import re
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -27,6 +29,12 @@ FIXTURES = Path(os.environ.get("DEFECT_FIXTURES", REPO.parent / "shared" / "fixt
 LABEL_FILES = ("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt")
 # Generous: a cold start of the build (OpenVINO import, DeepLab conversion) on a busy 2-core box.
 BUILD_TIMEOUT_S = 300
+# The slow-server tests: a 2 s budget, a server that sends a byte a second for up to DRIP_S seconds
+# (then hangs up: without a budget that holds, the download would end there, not at the budget), and
+# a generous bound on the time to the error, well below DRIP_S, for a busy box.
+SLOW_BUDGET_S = 2
+DRIP_S = 60
+SLOW_BOUND_S = 20
 
 
 def fixture(name: str) -> Path:
@@ -81,6 +89,44 @@ def down_url():
         yield f"http://127.0.0.1:{s.getsockname()[1]}/"
 
 
+@pytest.fixture
+def drip_url():
+    """drip_url(phase) -> URL base of a 127.0.0.1 server that answers every request one byte a second:
+    phase "headers" drips the status line and a header, "body" sends the headers (a Content-Length of 1 MB) at once
+    and drips the body. Each connection ends after DRIP_S seconds, when the client hangs up, or when
+    the test ends."""
+    stop = threading.Event()
+    servers = []
+
+    def start(phase: str) -> str:
+        class Drip(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.recv(65536)  # the request
+                if phase == "headers":
+                    data = b"HTTP/1.1 200 OK\r\nX-Drip: " + b"x" * DRIP_S
+                else:
+                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+                    data = b"x" * DRIP_S
+                for byte in data[:DRIP_S]:
+                    if stop.wait(1):
+                        return
+                    try:
+                        self.request.sendall(bytes([byte]))
+                    except OSError:  # the client hung up: what a budget that holds does
+                        return
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drip)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    stop.set()
+    for server in servers:
+        server.shutdown()
+        server.server_close()  # joins the handlers, which stop within a second
+
+
 def offline_env(**extra: str) -> dict[str, str]:
     # CI=true: OpenVINO's telemetry stays off (it would try to POST a usage event).
     env = {k: v for k, v in os.environ.items() if k not in ("MODELS_URL", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
@@ -110,7 +156,8 @@ def test_download_fetches_the_fixtures_bytes(serve, tmp_path):
     work.mkdir()
     paths = fetch_models.fetch_sources(serve(), LABEL_FILES, str(out), str(work))
     assert sorted(p.name for p in out.iterdir()) == sorted(LABEL_FILES)
-    assert sorted(p.name for p in work.iterdir()) == ["cat.bmp", "deeplabv3_mnv2_dm05_pascal_quant.tflite"]
+    assert sorted(p.name for p in work.iterdir()) == [
+        "cat.bmp", "deeplabv3_mnv2_dm05_pascal_quant.tflite", "parrot.jpg"]
     for name, path in paths.items():
         assert Path(path).read_bytes() == fixture(name).read_bytes(), name
 
@@ -136,12 +183,19 @@ def test_download_builds_models_as_the_fixtures_do(serve, tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted([
         *LABEL_FILES, "model.xml", "model.bin", "deeplabv3.xml", "deeplabv3.bin", "sample_surface.png",
-        "sample_cat.jpg"])
+        "sample_cat.jpg", "sample_cat_720p.jpg", "sample_parrot.jpg"])
     for name in LABEL_FILES:
         assert (out / name).read_bytes() == fixture(name).read_bytes(), name
     # The same JPEG `make models` writes from the fixtures' cat.bmp.
     expected = cv2.imencode(".jpg", cv2.imread(str(fixture("cat.bmp"))), [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
     assert (out / "sample_cat.jpg").read_bytes() == expected.tobytes()
+    # The camera clip's frames (make demo): the fixtures' parrot as it is; the cat as a 720p frame that
+    # stands in for the fixtures' cat_720p.jpg (the same photo stretched to 16:9: close to it).
+    assert (out / "sample_parrot.jpg").read_bytes() == fixture("parrot.jpg").read_bytes()
+    cat_720p = cv2.imread(str(out / "sample_cat_720p.jpg"))
+    fixtures_720p = cv2.imread(str(FIXTURES / "images" / "cat_720p.jpg"))
+    assert cat_720p.shape == fixtures_720p.shape == (720, 1280, 3)
+    assert cv2.absdiff(cat_720p, fixtures_720p).mean() < 8  # another photo: 55 to 85
     assert "<layers>" in (out / "deeplabv3.xml").read_text()
 
 
@@ -184,4 +238,35 @@ def test_make_models_downloads_when_fixtures_are_absent(serve, tmp_path):
     for name in LABEL_FILES:
         assert (out / name).read_bytes() == fixture(name).read_bytes(), name
     assert cv2.imread(str(out / "sample_cat.jpg")).shape == (341, 512, 3)
+    assert (out / "sample_parrot.jpg").read_bytes() == fixture("parrot.jpg").read_bytes()
     assert (out / "model.xml").exists() and (out / "deeplabv3.bin").exists()
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_server_that_drips_bytes_fails_within_the_budget(drip_url, tmp_path, phase):
+    """A socket timeout bounds one read only: a byte a second keeps every read short. The budget holds
+    for the whole download, whether the server drips the status line or the body."""
+    url = drip_url(phase)
+    started = time.monotonic()
+    with pytest.raises(fetch_models.DownloadError) as error:
+        fetch_models.download("cat.bmp", url, str(tmp_path / "cat.bmp"), budget_s=SLOW_BUDGET_S)
+    elapsed = time.monotonic() - started
+    assert str(error.value) == f"cat.bmp: not received within {SLOW_BUDGET_S} s from {url}cat.bmp"
+    assert elapsed < SLOW_BOUND_S, f"the {SLOW_BUDGET_S} s budget held for {elapsed:.1f} s"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_models_with_a_dripping_server_fails_in_one_line(drip_url, tmp_path):
+    """The tool's own failure: one line on stderr, exit 1, nothing in the output folder; within the
+    budget (the bound also covers the tool's start-up: OpenVINO's import on a busy box)."""
+    out, url = tmp_path / "models", drip_url("body")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "tools/build_models.py", "--url", url, "--out", str(out),
+                           "--budget-s", str(SLOW_BUDGET_S)], cwd=REPO, env=offline_env(),
+                          capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    elapsed = time.monotonic() - started
+    name = "mobilenet_v2_1.0_224_quant.tflite"
+    assert (done.returncode, done.stderr.splitlines()) == (
+        1, [f"models: {name}: not received within {SLOW_BUDGET_S} s from {url}{name}"])
+    assert elapsed < DRIP_S, f"took {elapsed:.1f} s"
+    assert list(out.iterdir()) == []
