@@ -40,7 +40,7 @@ $(VENV)/.installed: requirements.txt service/requirements.txt tests/requirements
 MODELS_URL ?=
 MODELS_OUT ?= models
 models: models/.built
-models/.built: tools/build_models.py tools/synthetic_surface.py $(VENV)/.installed
+models/.built: tools/build_models.py tools/fetch_models.py tools/synthetic_surface.py $(VENV)/.installed
 	$(PY) tools/build_models.py $(if $(wildcard $(FIXTURES)/models),--fixtures $(FIXTURES)) \
 	  $(if $(MODELS_URL),--url '$(MODELS_URL)') --out $(MODELS_OUT)
 	touch $(MODELS_OUT)/.built

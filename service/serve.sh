@@ -12,10 +12,12 @@ if [ -z "${DEFECT_PYTHON:-}" ] && [ ! -f "$root/.venv/.installed" ]; then
   echo "serve.sh: installing the requirements into $root/.venv (once)" >&2
   rm -rf "$root/.venv"
   "${VENV_PYTHON:-python3}" -m venv "$root/.venv"
-  # The plugin's requirements without what only kuiperd's side uses (the eKuiper SDK, nng): the
-  # service builds on the pure layer (core/, label.py, inference.py).
-  if ! "$python" -m pip install --disable-pip-version-check -q \
-         -r <(grep -v -E '^(ekuiper|pynng)==' "$root/requirements.txt") -r "$root/service/requirements.txt"; then
+  # The plugin's locked, hash-checked requirements without what only kuiperd's side uses (the eKuiper
+  # SDK, nng and what nng pulls in): the service builds on the pure layer (core/, label.py,
+  # inference.py). Then the service's own, every one pinned (what they pull in too).
+  if ! { "$python" -m pip install --disable-pip-version-check -q --require-hashes --no-deps \
+           -r <(grep -v -E '^(ekuiper|pynng|sniffio|cffi|pycparser)==' "$root/requirements.lock") &&
+         "$python" -m pip install --disable-pip-version-check -q -r "$root/service/requirements.txt"; }; then
     rm -rf "$root/.venv"  # half-built: the next run starts over
     echo "serve.sh: installing the requirements failed" >&2
     exit 1
