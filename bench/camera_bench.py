@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import harness
-from tests.support.camera_bridge_process import BridgeProcess
 from tests.support.stats import median, percentile
+from tools import harness
+from tools.camera_bridge_process import BridgeProcess
 from tools.video_clip import http_mjpeg_server, make_clip
 
 BENCH = Path(__file__).resolve().parent

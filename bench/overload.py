@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import harness
 from tests.support.loadgen import burst_rate, paced, rss_kb
 from tests.support.scenarios import image_bytes
 from tests.support.stats import percentile
+from tools import harness
 
 REPO = Path(__file__).resolve().parents[1]
 

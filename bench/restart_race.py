@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import harness
 from tests.support.scenarios import CAT_LABEL, image_bytes, json_or_none, surface_b64
+from tools import harness
 
 REPO = Path(__file__).resolve().parents[1]
 

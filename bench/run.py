@@ -420,7 +420,7 @@ def measure_own_kuiperd(zip_path, cases, n, warmup):
     from pathlib import Path
 
     from bench import kuiperd
-    from tests.support import harness
+    from tools import harness
     with tempfile.TemporaryDirectory(prefix="defect-bench-") as home:
         # No broker: frames come by HTTP push and leave by websocket; the MQTT URL is never dialled.
         server = harness.Kuiperd(Path(home), "tcp://127.0.0.1:1").start()

@@ -33,8 +33,8 @@ from core.image_input import decode_image
 from core.serving import ServedFunction
 from core.settings import load_settings
 from core.thread_tuning import usable_cores
-from tests.support import harness
 from tests.support.stats import percentile
+from tools import harness
 from tools.synthetic_surface import surface_image
 
 BENCH = os.path.dirname(os.path.abspath(__file__))

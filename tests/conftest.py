@@ -73,9 +73,19 @@ def plugin_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory):
+    """One real mosquitto (tools/harness.py) on 127.0.0.1 for the session: the e2e tests' kuiperd and
+    the camera bridge's integration tests publish through it."""
+    from tools import harness
+    broker = harness.Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
 def camera_clip(tmp_path_factory):
     """(path, scenes) of the shared camera clip (tools/video_clip.py: cat, parrot, surface; 10 fps,
     3 s each, 640x480 H.264 MP4, fresh sensor noise on every frame as a camera has, so every frame
     is served by the models), encoded once per session."""
-    from tools.video_clip import session_clip
+    from tests.support.clips import session_clip
     return session_clip(tmp_path_factory, noise=2.0)

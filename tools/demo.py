@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # run by path: the repo root first, for tools.* and tests.support.*
-from tests.support import harness  # noqa: E402
+sys.path.insert(0, str(HERE.parent))  # run by path: the repo root first, for tools.*
+from tools import harness  # noqa: E402
 from tools.synthetic_surface import surface_image  # noqa: E402
 
 REPO = HERE.parent

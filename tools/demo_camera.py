@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # run by path: the repo root first, for tools.* and tests.support.*
-from tests.support import harness  # noqa: E402
-from tests.support.camera_bridge_process import BridgeProcess  # noqa: E402
+sys.path.insert(0, str(HERE.parent))  # run by path: the repo root first, for tools.*
+from tools import harness  # noqa: E402
+from tools.camera_bridge_process import BridgeProcess  # noqa: E402
 from tools.video_clip import Scene, http_mjpeg_server, make_clip, scene_at  # noqa: E402
 
 REPO = HERE.parent  # tools/ sits in the repo root

@@ -1,9 +1,12 @@
-"""A short camera clip made from the fixtures, and live cameras of it on loopback: HTTP MJPEG
-(ffmpeg encoding) and RTSP (VLC).
+"""A short camera clip (a cat, a parrot, a surface with defects), and live cameras of it on loopback:
+HTTP MJPEG (ffmpeg encoding) and RTSP (VLC).
 
-Shared by the video-source, camera-bridge and gRPC video tests, the demos and the benches:
+Shared by the video-source, camera-bridge and gRPC video tests, the demos and the benches. The photos
+are models/' samples (`make models` writes them, no fixtures folder needed); the tests pass the
+fixtures' (tests/support/clips.py):
 
     scenes = make_clip(Path("clip.mp4"))          # cat, then parrot, then a surface with defects
+    scenes = make_clip(path, photos=ScenePhotos(cat=..., parrot=...))  # other photos
     scenes = make_clip(path, noise=2.0)           # ... with fresh sensor noise on every frame
     with http_mjpeg_server(Path("clip.mp4")) as camera:
         camera.url                                # http://127.0.0.1:PORT/cam, the clip looped in real time
@@ -13,8 +16,8 @@ Shared by the video-source, camera-bridge and gRPC video tests, the demos and th
 
 The clip is H.264 (yuv420p, near-lossless CRF) in MP4: what IP cameras and recorders give, readable by
 ffmpeg and OpenCV's VideoCapture, streamable over RTSP, and fine enough that `inference` counts the
-same defects on its decoded frames as on the source image (tests/test_video_clip.py).
-ffmpeg comes from Debian through tests/system_deps.sh; without it every call fails with the reason.
+same defects on its decoded frames as on the source image (tests/integration/test_video_clip.py).
+ffmpeg comes from Debian through tools/system_deps.sh; without it every call fails with the reason.
 """
 import itertools
 import os
@@ -33,20 +36,30 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
-from tests.support.free_port import free_port
-from tests.support.paths import REPO, fixture_path
+from tools.free_port import free_port
+from tools.harness import REPO_ROOT, ensure_debian_packages
 from tools.synthetic_surface import surface_with_truth
 
 HOST = "127.0.0.1"
-CAT_IMAGE = ("images", "cat_720p.jpg")  # a camera-size frame; top-1 286:Egyptian cat
-PARROT_IMAGE = ("images", "parrot.jpg")  # top-1 89:macaw
+
+
+@dataclass(frozen=True)
+class ScenePhotos:
+    """The photos of the clip's first two scenes: a cat (top-1 a domestic cat) and a parrot (top-1
+    89:macaw)."""
+    cat: Path
+    parrot: Path
+
+
+# Written by `make models` (tools/build_models.py), from the fixtures or downloaded.
+MODEL_PHOTOS = ScenePhotos(cat=REPO_ROOT / "models" / "sample_cat_720p.jpg",
+                           parrot=REPO_ROOT / "models" / "sample_parrot.jpg")
 # ImageNet's domestic cats (labels file index:name): 282 tabby, 283 tiger cat, 284 Persian,
 # 285 Siamese, 286 Egyptian. A cat frame may swap among them; none of them is a parrot or a surface.
 CAT_CLASSES = frozenset(range(282, 287))
 # The surface: 3 defects, a seed whose defects inference.py finds exactly on the source image and on
-# every decoded frame of the clip (checked by tests/test_video_clip.py).
+# every decoded frame of the clip (checked by tests/integration/test_video_clip.py).
 SURFACE_DEFECTS = 3
 SURFACE_SEED = 4103
 CLIP_CRF = 10  # x264 constant quality; 0 is lossless, 10 keeps the surface's texture and scratches
@@ -91,16 +104,15 @@ def scene_at(scenes: list[Scene], t: float) -> Scene | None:
 
 
 def ensure_ffmpeg() -> str:
-    """Path of ffmpeg, installed from Debian through tests/system_deps.sh if missing."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    script = Path(REPO) / "tests" / "system_deps.sh"
-    r = subprocess.run(["bash", str(script), "ffmpeg"], capture_output=True, text=True)
+    """Path of ffmpeg, installed from Debian through tools/system_deps.sh if missing.
+
+    Raises: harness.HarnessError (it could not be installed, with why)."""
     found = shutil.which("ffmpeg")
     if not found:
-        pytest.fail(f"ffmpeg is needed for the camera clips and could not be installed "
-                    f"(tests/system_deps.sh ffmpeg, rc={r.returncode}): {r.stderr.strip()[-800:]}")
+        ensure_debian_packages("ffmpeg")
+        found = shutil.which("ffmpeg")
+    if not found:
+        raise FileNotFoundError("the ffmpeg package is installed but no ffmpeg binary was found")
     return found
 
 
@@ -115,27 +127,41 @@ def fill_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return scaled[y:y + height, x:x + width]
 
 
-def scene_images(size: tuple[int, int] = (640, 480)) -> list[tuple[str, np.ndarray, str | int]]:
-    """(name, BGR frame, expected result) for each scene, in clip order."""
-    cat = fill_frame(cv2.imread(fixture_path(*CAT_IMAGE)), size)
-    parrot = fill_frame(cv2.imread(fixture_path(*PARROT_IMAGE)), size)
+def read_photo(path: Path) -> np.ndarray:
+    """The BGR pixels of `path`. Raises: FileNotFoundError (missing or unreadable, with what writes it)."""
+    image = cv2.imread(str(path))
+    if image is None:
+        raise FileNotFoundError(f"cannot read {path}: models/' samples are written by `make models`")
+    return image
+
+
+def scene_images(size: tuple[int, int] = (640, 480),
+                 photos: ScenePhotos = MODEL_PHOTOS) -> list[tuple[str, np.ndarray, str | int]]:
+    """(name, BGR frame, expected result) for each scene, in clip order.
+
+    Raises: FileNotFoundError (a photo is missing)."""
+    cat = fill_frame(read_photo(photos.cat), size)
+    parrot = fill_frame(read_photo(photos.parrot), size)
     surface, _ = surface_with_truth(SURFACE_DEFECTS, seed=SURFACE_SEED, width=size[0], height=size[1])
     return [("cat", cat, "286:Egyptian cat"), ("parrot", parrot, "89:macaw"), ("surface", surface, SURFACE_DEFECTS)]
 
 
 def make_clip(path: Path, fps: int = 10, seconds_per_scene: float = 3.0,
-              size: tuple[int, int] = (640, 480), noise: float = 0.0) -> list[Scene]:
+              size: tuple[int, int] = (640, 480), noise: float = 0.0,
+              photos: ScenePhotos = MODEL_PHOTOS) -> list[Scene]:
     """Write an H.264 MP4 (or MKV, by path's suffix) of the scenes; return where each one is.
 
     noise: the standard deviation (grey levels) of fresh sensor noise on every frame, so that no two
     frames are the same, as with a real camera. 0: each scene is one still, repeated; its frames
-    decode to the same pixels (and the plugin answers a repeated frame from its last call)."""
+    decode to the same pixels (and the plugin answers a repeated frame from its last call).
+    photos: the cat's and the parrot's (models/' samples unless given).
+    Raises: ValueError (another suffix), FileNotFoundError (a photo), RuntimeError (ffmpeg failed)."""
     path = Path(path)
     if path.suffix not in (".mp4", ".mkv"):
         raise ValueError(f"make_clip writes H.264 in .mp4 or .mkv, not {path.name}")
     ffmpeg = ensure_ffmpeg()
     frames_per_scene = round(fps * seconds_per_scene)
-    images = scene_images(size)
+    images = scene_images(size, photos)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial" + path.suffix)
     # Raw BGR frames on stdin: exact pixels, no intermediate files. A keyframe every second and at
@@ -165,20 +191,6 @@ def make_clip(path: Path, fps: int = 10, seconds_per_scene: float = 3.0,
     partial.replace(path)
     scene_s = frames_per_scene / fps
     return [Scene(name, i * scene_s, (i + 1) * scene_s, expect) for i, (name, _, expect) in enumerate(images)]
-
-
-_session_clips: dict[tuple, tuple[Path, list[Scene]]] = {}
-
-
-def session_clip(tmp_path_factory: pytest.TempPathFactory, fps: int = 10, seconds_per_scene: float = 3.0,
-                 size: tuple[int, int] = (640, 480), noise: float = 0.0) -> tuple[Path, list[Scene]]:
-    """make_clip once per pytest session and parameters (a clip takes a few seconds to encode)."""
-    key = (str(tmp_path_factory.getbasetemp()), fps, seconds_per_scene, tuple(size), noise)
-    if key not in _session_clips:
-        folder = tmp_path_factory.mktemp("clips", numbered=True)
-        path = folder / f"clip_{fps}fps_{seconds_per_scene:g}s_{size[0]}x{size[1]}_noise{noise:g}.mp4"
-        _session_clips[key] = (path, make_clip(path, fps, seconds_per_scene, size, noise))
-    return _session_clips[key]
 
 
 class _CameraServer(ThreadingHTTPServer):
@@ -321,16 +333,16 @@ RTSP_PACKAGES = ("vlc-bin", "vlc-plugin-base")  # cvlc and its RTSP/RTP stream o
 
 
 def ensure_cvlc() -> str:
-    """Path of cvlc (VLC without a GUI), installed from Debian through tests/system_deps.sh if missing."""
+    """Path of cvlc (VLC without a GUI), installed from Debian through tools/system_deps.sh if missing.
+
+    Raises: harness.HarnessError (it could not be installed, with why)."""
     found = shutil.which("cvlc")
     if found and Path("/usr/lib/x86_64-linux-gnu/vlc/plugins/stream_out/libstream_out_rtp_plugin.so").exists():
         return found
-    script = Path(REPO) / "tests" / "system_deps.sh"
-    r = subprocess.run(["bash", str(script), *RTSP_PACKAGES], capture_output=True, text=True)
+    ensure_debian_packages(*RTSP_PACKAGES)
     found = shutil.which("cvlc")
-    if r.returncode != 0 or not found:
-        pytest.fail(f"VLC serves the RTSP camera and could not be installed (tests/system_deps.sh "
-                    f"{' '.join(RTSP_PACKAGES)}, rc={r.returncode}): {r.stderr.strip()[-800:]}")
+    if not found:
+        raise FileNotFoundError(f"the packages {' '.join(RTSP_PACKAGES)} are installed but no cvlc was found")
     return found
 
 

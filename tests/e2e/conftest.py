@@ -14,20 +14,13 @@ import uuid
 
 import pytest
 
-from tests.support import harness
 from tests.support.scenarios import HOLD_HOOK_DIR
+from tools import harness
 
 
 def pytest_configure(config):
     # tests/conftest.py marks everything under e2e/ with it.
     config.addinivalue_line("markers", "e2e: needs a real kuiperd and mosquitto")
-
-
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory):
-    broker = harness.Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
-    yield broker
-    broker.stop()
 
 
 @pytest.fixture(scope="session")

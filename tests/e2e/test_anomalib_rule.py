@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.support import harness
 from tests.support.paths import fixture_path
 from tests.support.scenarios import settle
+from tools import harness
 
 # The fixtures README's reference table: image -> (pred_label, pred_mask regions).
 REFERENCE = {"bad_00_1": (0, 0), "bad_01_2": (1, 2), "bad_02_3": (1, 2), "bad_03_1": (0, 0), "bad_04_2": (1, 1),

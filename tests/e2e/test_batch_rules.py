@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from tests.support import harness
 from tests.support.answers import CONFIDENCE_TOLERANCE, KNOWN_TOP1, drawn_defects, known_label_differences
 from tests.support.rules import start_rule
 from tests.support.scenarios import CAT_LABEL, image_bytes, json_or_none, settle, surface_b64
+from tools import harness
 
 CATS = ("cat.bmp", "cat_720p.jpg", "cat_1080p.jpg")
 # shared/fixtures/README.md: MobileNet v2's top-1 on cat_720p.jpg is 286 "Egyptian cat", about 0.87.

@@ -12,9 +12,10 @@ import json
 
 import pytest
 
-from tests.support.camera_bridge_process import BridgeProcess
+from tests.support.clips import session_clip
 from tests.support.scenarios import decode_b64_gray, mask_regions
-from tools.video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_runs, session_clip
+from tools.camera_bridge_process import BridgeProcess
+from tools.video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_runs
 
 FPS = 5  # the clip's and the bridge's: 2 s a scene, 10 frames each
 

@@ -14,9 +14,9 @@ import zipfile
 import pytest
 
 from service.ekuiper_service import SERVICE_NAME, write_zip
-from tests.support import harness
 from tests.support.scenarios import GRACE_SECONDS, image_bytes, json_or_none
 from tests.support.service_process import HOST, running_service
+from tools import harness
 
 REPO = harness.REPO_ROOT
 

@@ -11,8 +11,8 @@ import time
 import uuid
 from collections import Counter
 
-from tests.support import harness
 from tests.support.scenarios import GRACE_SECONDS, json_or_none, surface_b64
+from tools import harness
 
 FRAMES = 60
 

@@ -44,7 +44,7 @@ def test_portable_plugin_roundtrip(kuiperd, kuiper, mosquitto, mqtt_pub, mqtt_su
 
     import pytest
 
-    from tests.support import harness
+    from tools import harness
     src = tmp_path / "e2eprobe"
     src.mkdir()
     (src / "main.py").write_text(PROBE_MAIN)

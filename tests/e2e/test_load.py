@@ -16,10 +16,10 @@ import os
 import time
 from pathlib import Path
 
-from tests.support.harness import wait_until
 from tests.support.loadgen import burst_rate, paced, rss_kb
 from tests.support.scenarios import CAT_FILES, CAT_LABEL, image_bytes, surface_b64
 from tests.support.stats import percentile
+from tools.harness import wait_until
 
 LOAD_SECONDS = float(os.environ.get("DEFECT_LOAD_SECONDS", "30"))
 LOAD_FRACTION = 0.8

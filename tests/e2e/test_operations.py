@@ -12,7 +12,6 @@ from collections import Counter
 
 import pytest
 
-from tests.support import harness
 from tests.support.bad_inputs import bad_images
 from tests.support.rules import start_rule
 from tests.support.scenarios import (
@@ -25,6 +24,7 @@ from tests.support.scenarios import (
     settle,
     surfaces,
 )
+from tools import harness
 
 
 def b64_image(name: str) -> str:

@@ -17,7 +17,6 @@ import sys
 import time
 import uuid
 
-from tests.support import harness
 from tests.support.rules import start_rule
 from tests.support.scenarios import (
     CAT_LABEL,
@@ -28,6 +27,7 @@ from tests.support.scenarios import (
     publish_until,
     surface_b64,
 )
+from tools import harness
 
 
 def label_rule(kuiperd, kuiper, mosquitto, mqtt_sub, unique):
@@ -236,7 +236,7 @@ import json
 import os
 import time
 
-from tests.support import harness
+from tools import harness
 def test_start_servers_then_wait_to_be_killed(tmp_path):
     broker = harness.Mosquitto(tmp_path / "mosquitto").start()
     node = harness.Kuiperd(tmp_path / "kuiper", broker.url, private_tmp=True).start()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import harness
+from tools import harness
 from tools.video_clip import CAT_CLASSES, http_mjpeg_server, label_index, rtsp_server, scene_at, scene_runs
 
 SQL = "SELECT labelImage(self)[0]->label AS label, inference(self)->defect AS defect FROM {stream}"

@@ -17,10 +17,10 @@ import sys
 
 import pytest
 
-from tests.support import harness
-from tests.support.harness import REPO_ROOT as REPO
 from tests.support.scenarios import CAT_LABEL, image_bytes, surface_b64
 from tests.support.tutorials import openvino_tutorial_marks_defects, tflite_tutorial_labels_cat_frames
+from tools import harness
+from tools.harness import REPO_ROOT as REPO
 
 
 def bare_python():

@@ -24,11 +24,12 @@ import pytest
 from camera.camera_source import CameraSource, redacted
 from camera.frame_publisher import Broker
 from core.errors import InputError
-from tests.support import harness
-from tests.support.camera_bridge_process import CAMERA, BridgeProcess
-from tests.support.free_port import free_port
+from tests.support.clips import fixture_photos, session_clip
 from tests.support.paths import REPO
-from tools.video_clip import http_mjpeg_server, scene_images, session_clip
+from tools import harness
+from tools.camera_bridge_process import CAMERA, BridgeProcess
+from tools.free_port import free_port
+from tools.video_clip import http_mjpeg_server, scene_images
 
 e2e = pytest.mark.e2e  # needs mosquitto
 
@@ -72,24 +73,17 @@ def test_sources(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    mosquitto = harness.Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
-    yield mosquitto
-    mosquitto.stop()
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """30 frames at 5 fps: 10 of a cat, 10 of a parrot, 10 of a surface."""
     return session_clip(tmp_path_factory, fps=5, seconds_per_scene=2.0)
 
 
 @pytest.fixture
-def subscribe(broker):
+def subscribe(mosquitto):
     made = []
 
     def make(topic, host=None, port=None):
-        made.append(harness.MqttCollector(host or broker.host, port or broker.port, topic))
+        made.append(harness.MqttCollector(host or mosquitto.host, port or mosquitto.port, topic))
         return made[-1]
     yield make
     for collector in made:
@@ -97,12 +91,12 @@ def subscribe(broker):
 
 
 @pytest.fixture
-def bridge(broker, tmp_path):
+def bridge(mosquitto, tmp_path):
     """bridge(source, *options, topic=..., mqtt=...) -> a started BridgeProcess; killed at the end if left running."""
     made = []
 
     def make(source, *options, topic="frames", mqtt=None, env=None):
-        process = BridgeProcess(str(source), mqtt or f"{broker.host}:{broker.port}", topic, *options,
+        process = BridgeProcess(str(source), mqtt or f"{mosquitto.host}:{mosquitto.port}", topic, *options,
                                 log_path=tmp_path / f"bridge{len(made)}.log", env=env)
         made.append(process)
         return process.start()
@@ -123,7 +117,7 @@ def nearest_scene(image: np.ndarray) -> str:
     h, w = image.shape[:2]
     differences = {name: float(np.mean(cv2.absdiff(cv2.resize(reference, (w, h), interpolation=cv2.INTER_AREA),
                                                    image)))
-                   for name, reference, _ in scene_images()}
+                   for name, reference, _ in scene_images(photos=fixture_photos())}
     return min(differences, key=differences.get)
 
 
@@ -670,7 +664,7 @@ def test_capture_options_per_source(source, given, expected, tmp_path):
 
 @e2e
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_it_cleanly(signum, clip, broker, subscribe, bridge):
+def test_a_signal_stops_it_cleanly(signum, clip, mosquitto, subscribe, bridge):
     out = subscribe("stopping")
     process = bridge(clip[0], "--fps", "30", "--loop", topic="stopping")
     out.wait_for(10, timeout=30)
@@ -685,14 +679,15 @@ def test_a_signal_stops_it_cleanly(signum, clip, broker, subscribe, bridge):
     assert len(out.payloads()) == sent, (len(out.payloads()), summary)
     client_id = process.wait_for_line("connected to").split(" as ")[1].split(",")[0]
     # mosquitto logs "Client <id> disconnected." for an MQTT DISCONNECT, "closed its connection." otherwise.
-    assert f"Client {client_id} disconnected." in broker.log_path.read_text(), broker.log_path.read_text()[-2000:]
+    assert f"Client {client_id} disconnected." in mosquitto.log_path.read_text(), mosquitto.log_path.read_text()[-2000:]
 
 
 @e2e
-def test_python_dash_m_and_any_directory(clip, broker, subscribe, tmp_path):
+def test_python_dash_m_and_any_directory(clip, mosquitto, subscribe, tmp_path):
     out = subscribe("dash_m")
-    r = subprocess.run([sys.executable, "-m", "camera.camera", str(clip[0]), "--mqtt", f"{broker.host}:{broker.port}",
-                        "--topic", "dash_m", "--fps", "30"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "camera.camera", str(clip[0]),
+                        "--mqtt", f"{mosquitto.host}:{mosquitto.port}", "--topic", "dash_m", "--fps", "30"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert len(out.wait_for(30, timeout=10)) == 30
 

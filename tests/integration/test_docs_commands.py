@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.paths import REPO
+
 PAGES = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))]
 TIMEOUT = 300  # seconds a command run here may take; the cheap ones take a few
 
@@ -220,8 +221,9 @@ def copy(tmp_path_factory) -> str:
     return root
 
 
-def run_here(command: str, cwd: str, tmp: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TMPDIR": tmp}
+def run_here(command: str, cwd: str, tmp: str, timeout: float = TIMEOUT,
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TMPDIR": tmp, **(extra_env or {})}
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -245,13 +247,13 @@ def test_make_serve_starts_the_service(copy, tmp_path):
 def test_make_demo_runs_on_a_copy(copy, tmp_path):
     """`make demo` as a reader runs it, in a copy: the zip built, both command lines, the tutorials'
     rules in a real kuiperd with mosquitto, the camera clip through kuiperd into its contact sheet.
-    The copy has the fixtures folder beside it, as CI's clone has ../shared/fixtures."""
-    fixtures = os.environ.get("DEFECT_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
-    shared = os.path.join(os.path.dirname(copy), "shared")
-    if not os.path.exists(shared):
-        os.makedirs(shared)
-        os.symlink(os.path.abspath(fixtures), os.path.join(shared, "fixtures"))
-    r = run_here("make demo", copy, str(tmp_path), timeout=1200)
+    As on a user's clone, no fixtures folder: no ../shared beside the copy, and the fixtures variables
+    name an empty folder, so the demo reads only what `make models` wrote into models/."""
+    assert not os.path.exists(os.path.join(os.path.dirname(copy), "shared"))
+    empty = tmp_path / "no_fixtures"
+    empty.mkdir()
+    r = run_here("make demo", copy, str(tmp_path), timeout=1200,
+                 extra_env={"DEFECT_FIXTURES": str(empty), "FIXTURES": str(empty)})
     assert r.returncode == 0, f"make demo: exit status {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert os.path.getsize(os.path.join(copy, "build", "defect.zip")) > 1_000_000
     assert os.path.getsize(os.path.join(copy, "build", "camera_contact_sheet.png")) > 10_000

@@ -25,8 +25,8 @@ from service.grpc_messages import RPCS, answer_of, image_value, result_message
 from service.grpc_stubs import STUBS, generate
 from service.service_metrics import ServiceMetrics
 from tests.support.bad_inputs import bad_images
-from tests.support.free_port import free_port
 from tests.support.paths import REPO, fixture_path
+from tools.free_port import free_port
 
 GRPCURL_VERSION = "v1.9.4"
 API_KEY = "s3cret-key"

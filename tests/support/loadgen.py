@@ -1,6 +1,6 @@
 """Paced publishing, the sustainable rate and latency figures, shared by the load test
 (tests/e2e/test_load.py) and the overload measurement (bench/overload.py); their percentiles are
-tests.support.stats.percentile. No pytest here, like harness.py.
+tests.support.stats.percentile. No pytest here, like tools/harness.py.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where the tests find the fixtures and the build outputs (shared by the tests, the bench and the demos)."""
+"""Where the tests (and the bench) find the fixtures and the build outputs; the demos read only models/."""
 import base64
 import os
 

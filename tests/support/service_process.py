@@ -16,8 +16,8 @@ import threading
 from collections.abc import Iterator
 
 from tests.support.paths import REPO
-from tests.support.processes import die_with_test_run
-from tests.support.waits import wait_until
+from tools.processes import die_with_test_run
+from tools.waits import wait_until
 
 SERVICE = os.path.join(REPO, "service", "service.py")
 HOST = "127.0.0.1"

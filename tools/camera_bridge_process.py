@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.paths import REPO
-from tests.support.processes import die_with_test_run
-from tests.support.waits import wait_until
+from tools.processes import die_with_test_run
+from tools.waits import wait_until
 
+REPO = str(Path(__file__).resolve().parents[1])  # tools/.. is the repo root
 CAMERA = os.path.join(REPO, "camera", "camera.py")
 
 

@@ -1,4 +1,4 @@
-"""The one polling wait of the tests' helpers: until a condition holds, a process exits, or time is up.
+"""The one polling wait of the process drivers and the tests: until a condition holds, a process exits, or time is up.
 
 No pytest here: the bench and the demos use it too.
 """

@@ -1,7 +1,7 @@
-"""Plain helpers for the end-to-end tests: a real mosquitto, a real kuiperd,
-a small eKuiper REST client and MQTT helpers (paho-mqtt 2.x).
+"""The kuiperd driver the demos, the bench and the end-to-end tests share: a real mosquitto, a real
+kuiperd, a small eKuiper REST client and MQTT helpers (paho-mqtt 2.x).
 
-Nothing here depends on pytest so a bench script or a REPL can reuse it.
+Nothing here depends on pytest (nor on tests/), so a demo, a bench script or a REPL can use it.
 Every server listens on 127.0.0.1 on a free port and is stopped by its owner.
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from tests.support.free_port import free_port
-from tests.support.processes import die_with_test_run, start_group_reaper, stop_process
-from tests.support.waits import ProcessExited, wait_tcp, wait_until
+from tools.free_port import free_port
+from tools.processes import die_with_test_run, start_group_reaper, stop_process
+from tools.waits import ProcessExited, wait_tcp, wait_until
 
-# tests/support/harness.py -> repo root is two levels up; never hard-code /work/main.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# tools/harness.py -> the repo root is one level up; never hard-code /work/main.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 KUIPER_VERSION = "2.4.2"
 HOST = "127.0.0.1"
 
