@@ -164,10 +164,10 @@ OUTSIDE_FILES = [p for folder in OUTSIDE_PLUGIN for p in tracked(f"{folder}/*.py
 @pytest.mark.parametrize("path", OUTSIDE_FILES)
 def test_outside_processes_never_import_kuiperds_side(path):
     """The service, the camera bridge and the tools build on the pure layer, not on the plugin's
-    process (its entry, worker, supervisor and channels are kuiperd's side). The tools (the demos,
-    the camera clip) may use the tests' shared helpers, tests/support; nothing else of the tests."""
-    allowed = ("tests.support",) if path.startswith("tools" + os.sep) else ()
-    imported = {name.split(".")[0] for name in imports_of(os.path.join(REPO, path)) if not name.startswith(allowed)}
+    process (its entry, worker, supervisor and channels are kuiperd's side), nor on the tests: the
+    process drivers the demos share with the tests and the bench live in tools/, so a clone without
+    tests/ runs them."""
+    imported = {name.split(".")[0] for name in imports_of(os.path.join(REPO, path))}
     assert not imported & {"main", "runtime", "tests", "bench"}
 
 
@@ -204,7 +204,7 @@ def test_every_bench_module_imports(path):
 
 TESTS = os.path.join(REPO, "tests")
 # unit: in-process; integration: plugin host, service, bridge, mosquitto, ffmpeg; e2e: kuiperd;
-# platforms: Debian chroots; support: what they (and the bench and the demos) share.
+# platforms: Debian chroots; support: what they (and the bench) share; the process drivers are tools/'.
 TESTS_TOP = {"unit", "integration", "e2e", "platforms", "support", "conftest.py", "requirements.txt"}
 # An assignment to the module search path (or a slice of it), or a call that changes it; reading it is fine.
 SYS_PATH_EDIT = re.compile(r"sys\.path\s*(\[[^\]]*\]\s*=[^=]|\+?=[^=]|\.(insert|append|extend|remove|pop|clear)\b)")
