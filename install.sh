@@ -84,7 +84,7 @@ say "creating venv in $(pwd)/.venv with $PYTHON"
 trap 'rm -rf .venv' EXIT
 "$PYTHON" -m venv .venv || { say "ERROR: '$PYTHON -m venv' failed; on Debian/Ubuntu install the python3-venv package" >&2; exit 1; }
 # requirements.lock: requirements.txt with every transitive dependency, pinned with the sha256 of
-# each wheel (tests/requirements_lock.py). Wheels only (no build runs here), pip's cache off (nothing
+# each wheel (tests/support/requirements_lock.py). Wheels only (no build runs here), pip's cache off (nothing
 # written outside the plugin dir), every file checked against its hash. Its lines marked
 # `# --no-deps` (the ekuiper SDK, whose exact pynng pin has no aarch64 wheel) go in after the
 # others, without their own dependencies.

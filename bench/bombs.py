@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bombs [--code DIR] [--only TEXT]
 
-Every crafted input of tests/crafted_images.py (the issue's table first: PNG decompression
+Every crafted input of tests/support/crafted_images.py (the issue's table first: PNG decompression
 bombs, a chunk flood, spaced base64; then one or more per format) goes to decode_image with
 the default limits (40 Mpx, 20 MB) in its own child process, which reports the answer, the
 call's wall and CPU time and how far the call raised the process's peak RSS (ru_maxrss).

@@ -5,10 +5,10 @@ the cost of the JPEG completeness check. bench/run.py runs these; on their own:
 
 Detection: every image goes through inference() as the plugin runs it (base64 in,
 decode, model, boxes), and its boxes are matched one-to-one against the truth
-(tests/detection_score.py): the held-out fixture surfaces (never used to tune the
+(tests/support/detection_score.py): the held-out fixture surfaces (never used to tune the
 default model; truth from their pixels, checked against the count in each name),
 as they are and stretched to camera sizes as JPEG, and synthetic surfaces drawn
-at each size (tests/synthetic_surface.py: the generator the default model was
+at each size (tools/synthetic_surface.py: the generator the default model was
 tuned on, so its rows are not independent evidence).
 """
 import argparse

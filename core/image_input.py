@@ -28,7 +28,7 @@ from core.settings import defaults
 
 # OpenCV's own readers refuse images over OPENCV_IO_MAX_IMAGE_PIXELS (default 2^30), a backstop
 # should a header ever read differently here and in OpenCV. OpenCV reads it once, when its library
-# loads at `import cv2` (not at the first decode; tests/test_bombs.py shows both), so it is set
+# loads at `import cv2` (not at the first decode; tests/integration/test_bombs.py shows both), so it is set
 # before that import; the plugin's and the service's processes import cv2 first from here.
 # Default: the default input.max_pixels. An operator who raises input.max_pixels sets both.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(defaults("input")["max_pixels"]))

@@ -12,7 +12,7 @@ before anything imports openvino.
 import sys
 
 # A None entry makes `import openvino.tools.ovc` raise ImportError (a process that already
-# imported it, such as models/build_models.py, keeps it).
+# imported it, such as tools/build_models.py, keeps it).
 sys.modules.setdefault("openvino.tools.ovc", None)
 
 import openvino as ov  # noqa: E402

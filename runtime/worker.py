@@ -1,4 +1,4 @@
-"""The worker side of the supervisor (supervisor.py): the process that loads the models and serves.
+"""The worker side of the supervisor (runtime/supervisor.py): the process that loads the models and serves.
 
 It dies with its supervisor (a parent-death signal, so no worker outlives a hot
 update, a DELETE or a kuiperd shutdown), keeps every function channel served,

@@ -1,5 +1,5 @@
-"""Processes kuiperd never loads: the network service and the camera bridge.
+"""The model service kuiperd never loads: HTTP and gRPC over the pure layer (core/ and the model modules).
 
-They import the plugin's modules (the zip's top level); the plugin never imports them,
-and they are not in the zip (tests/test_layout.py holds both rules).
+It imports no eKuiper SDK and nothing of runtime/; the plugin never imports it, and it is not in the
+plugin's zip (tests/unit/test_layout.py holds these rules). The camera bridge is camera/, its own folder.
 """

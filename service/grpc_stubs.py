@@ -4,7 +4,7 @@
 
 The stubs are committed so the service runs from a checkout with no build step; they are
 generated from the repo root, so they import each other as `service.defect_pb2`.
-tests/test_service_grpc.py regenerates them into a temporary folder and fails if they differ.
+tests/integration/test_service_grpc.py regenerates them into a temporary folder and fails if they differ.
 """
 import os
 import sys

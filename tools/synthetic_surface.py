@@ -1,7 +1,7 @@
 """Synthetic textured surfaces with a known number of defects (spots and scratches).
 
 Used by the tests, the benchmarks and `make models` (which writes a sample for
-`python inference.py`). `python tests/synthetic_surface.py --defects 3 out.png`
+`python inference.py`). `python tools/synthetic_surface.py --defects 3 out.png`
 `surface_with_truth` also returns where each defect was drawn, so boxes can be
 checked against the truth rather than against the image's own pixels.
 """

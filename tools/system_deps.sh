@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests need, only those missing (apt-get update runs only then).
-# Usage: tests/system_deps.sh PACKAGE...   Needs root or passwordless sudo when something is missing.
+# Usage: tools/system_deps.sh PACKAGE...   Needs root or passwordless sudo when something is missing.
 set -euo pipefail
 missing=()
 for pkg in "$@"; do
