@@ -8,7 +8,6 @@ installed, or installable from build/defect.zip (a file:// URL: same machine).
 """
 import json
 import os
-import socket
 import threading
 import time
 import urllib.error
@@ -18,6 +17,7 @@ import urllib.request
 import websocket  # websocket-client
 
 from bench.timing import stats, two_spellings
+from tools.waits import wait_tcp, wait_until
 
 STREAM = "bench_defect_in"
 PUSH_PATH = "/bench_defect"
@@ -91,18 +91,6 @@ def ensure_plugin(base, zip_path):
     rest(base, "POST", "/plugins/portables", {"name": "defect", "file": "file://" + os.path.abspath(zip_path)})
 
 
-def wait_port(url, timeout=30):
-    parts = urllib.parse.urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((parts.hostname, parts.port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"kuiperd's HTTP push server at {url} is not listening (check source.httpServerPort)")
-
-
 def push(url, seq, b64):
     req = urllib.request.Request(url, data=json.dumps({"seq": seq, "image": b64}).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -130,12 +118,11 @@ def measure(kuiperd_url, push_base, zip_path, cases, n, warmup):
                 "actions": [{"websocket": {"path": out_path, "sendSingle": True}}]})
             receiver = None
             try:
-                deadline = time.monotonic() + 30
-                while rest(kuiperd_url, "GET", f"/rules/{rule}/status").get("status") != "running":
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"rule {rule} did not start")
-                    time.sleep(0.2)
-                wait_port(push_url)
+                wait_until(lambda: rest(kuiperd_url, "GET", f"/rules/{rule}/status").get("status") == "running",
+                           30, interval=0.2, what=f"rule {rule} running")
+                address = urllib.parse.urlsplit(push_url)
+                wait_tcp(address.hostname, address.port, 30,
+                         what=f"kuiperd's HTTP push server at {push_url} (check source.httpServerPort)")
                 receiver = Receiver(push_base.replace("http", "ws", 1).rstrip("/") + out_path)
                 for f, name, b64 in cases:
                     if f != function:

@@ -23,6 +23,7 @@ from tests.support.nng_host import PluginHost
 from tests.support.paths import read_b64
 from tests.support.plugin_calls import assert_one_line_error
 from tests.support.scenarios import HOLD_HOOK_DIR, held_jpeg, image_bytes, surface_b64
+from tools.waits import wait_until
 
 
 @pytest.fixture
@@ -224,10 +225,8 @@ def policy(monkeypatch, caplog):
         return [r.getMessage() for r in caplog.records if r.name == "runtime.supervisor"]
 
     def wait_for(text, count=1, timeout=60):
-        deadline = time.monotonic() + timeout
-        while sum(text in line for line in lines()) < count:
-            assert time.monotonic() < deadline, (text, lines())
-            time.sleep(0.02)
+        wait_until(lambda: sum(text in line for line in lines()) >= count, timeout, interval=0.02,
+                   what=f"{count} policy line(s) with {text!r}", log=lambda: "\n".join(lines()))
 
     def keep(sup):
         with contextlib.suppress(Stop):

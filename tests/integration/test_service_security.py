@@ -31,6 +31,7 @@ from service import defect_pb2, defect_pb2_grpc
 from service.service import network_refusal
 from tests.support.paths import REPO, fixture_path
 from tests.support.service_process import HOST, ServiceProcess, running_service
+from tools.waits import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -90,13 +91,6 @@ def post_in_background(service, data, count):
     for thread in threads:
         thread.start()
     return threads, answers
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- exposure
@@ -304,7 +298,7 @@ def test_64_idle_grpc_streams_leave_health_and_unary_calls_answered():
         streams = [HeldStream(stub) for _ in range(64)]
         try:
             # The 32 beyond the bound end at once with RESOURCE_EXHAUSTED; 32 stay open.
-            wait_until(lambda: sum(s.call.done() for s in streams) >= 32, 60, "no stream was refused")
+            wait_until(lambda: sum(s.call.done() for s in streams) >= 32, 60, what="no stream was refused")
             time.sleep(1)  # room for a wrong 33rd refusal to show
             done = [s for s in streams if s.call.done()]
             assert len(done) == 32
@@ -326,7 +320,7 @@ def test_an_idle_stream_is_cancelled_and_its_place_freed():
         stub = defect_pb2_grpc.DefectStub(channel)
         idle = HeldStream(stub)
         try:
-            wait_until(idle.call.done, 60, "the idle stream was not ended")
+            wait_until(idle.call.done, 60, what="the idle stream was not ended")
             assert idle.call.code() == grpc.StatusCode.CANCELLED
         finally:
             idle.release.set()
@@ -364,7 +358,7 @@ def test_a_unary_call_waits_for_a_busy_copy_only_until_its_deadline(big_png):
         stub = defect_pb2_grpc.DefectStub(channel)
         threads, answers = post_in_background(service, big_png, 3)  # about 2 s each on the one copy
         wait_until(lambda: metric(service, "defect_service_copies_busy", function="labelImage") == 1, 120,
-                   "the big PNGs never took the copy")
+                   what="the big PNGs never took the copy")
         with pytest.raises(grpc.RpcError) as answer:
             stub.LabelImage(defect_pb2.LabelImageRequest(image=read(PARROT), k=1), timeout=1.5)
         assert answer.value.code() == grpc.StatusCode.UNAVAILABLE, answer.value.details()
@@ -390,7 +384,7 @@ def test_64_slow_bodies_leave_healthz_and_an_image_answered_and_beyond_the_bound
         held = [slow_body(service.http_port) for _ in range(64)]
         try:
             wait_until(lambda: metric(service, "defect_service_calls_total", function="labelImage",
-                                      transport="http") >= 64, 60, "the slow bodies did not reach the service")
+                                      transport="http") >= 64, 60, what="the slow bodies did not reach the service")
             health = requests.get(url(service, "/healthz"), timeout=30)
             assert health.status_code == 200 and health.json()["status"] == "ready"
             served = requests.post(url(service, "/analyze/labelImage?k=1"), data=read(PARROT),
@@ -399,12 +393,12 @@ def test_64_slow_bodies_leave_healthz_and_an_image_answered_and_beyond_the_bound
             # Up to 80 connections: 16 more slow bodies fill them, and the next request is 503.
             held += [slow_body(service.http_port) for _ in range(16)]  # the 64 are 1 kB into 100 kB still
             wait_until(lambda: requests.get(url(service, "/healthz"), timeout=30).status_code == 503, 30,
-                       "no 503 with --max-connections reached")
+                       what="no 503 with --max-connections reached")
         finally:
             for conn in held:
                 conn.close()
         wait_until(lambda: requests.get(url(service, "/healthz"), timeout=30).status_code == 200, 60,
-                   "the service did not take connections again")
+                   what="the service did not take connections again")
 
 
 def test_healthz_and_metrics_answer_while_every_image_thread_waits_for_a_copy(big_png):
@@ -420,7 +414,7 @@ def test_healthz_and_metrics_answer_while_every_image_thread_waits_for_a_copy(bi
             threading.Thread(target=post, daemon=True).start()
         # 40 threads: one in the copy, 39 waiting for it, the other 20 requests waiting for a thread.
         wait_until(lambda: metric(service, "defect_service_copies_waiting", function="labelImage") >= 39, 300,
-                   "the image requests never filled the thread pool")
+                   what="the image requests never filled the thread pool")
         health = requests.get(url(service, "/healthz"), timeout=3)  # 20 images ahead would take 12 s
         assert health.status_code == 200 and health.json()["status"] == "ready"
         assert metric(service, "defect_service_copies_waiting", function="labelImage") >= 38
@@ -444,7 +438,7 @@ def test_metrics_with_an_api_key_answers_while_every_image_thread_waits_for_a_co
                               headers={"Content-Type": "image/png", **headers}, timeout=600)
         for _ in range(60):
             threading.Thread(target=post, daemon=True).start()
-        wait_until(lambda: waiting() >= 39, 300, "the image requests never filled the thread pool")
+        wait_until(lambda: waiting() >= 39, 300, what="the image requests never filled the thread pool")
         assert waiting() >= 38  # answered again with the pool still full
         assert requests.get(url(service, "/metrics"), timeout=3).status_code == 401  # still guarded
 
@@ -574,7 +568,7 @@ def test_a_request_in_flight_is_answered_after_sigterm():
             conn.sendall(f"POST /analyze/labelImage?k=1 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                          f"Content-Length: {len(image)}\r\n\r\n".encode() + image[:1000])
             wait_until(lambda: metric(service, "defect_service_calls_total", function="labelImage",
-                                      transport="http") == before + 1, 60, "the request did not reach the handler")
+                                      transport="http") == before + 1, 60, what="the request did not reach the handler")
             service.proc.terminate()
             time.sleep(1)  # the stop has begun: the listening socket is closed
             with pytest.raises(OSError):
@@ -605,7 +599,7 @@ def test_a_grpc_call_in_flight_is_answered_after_sigterm(big_png):
                 stub.LabelImage(defect_pb2.LabelImageRequest(image=big_png, k=1), timeout=120)), daemon=True)
             call.start()
             wait_until(lambda: metric(service, "defect_service_copies_busy", function="labelImage") == 1, 120,
-                       "the call never took the copy")
+                       what="the call never took the copy")
             service.proc.terminate()
             call.join(120)
         assert len(answers) == 1 and len(answers[0].labels) == 1
