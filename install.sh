@@ -107,8 +107,8 @@ fi
 # A wheel may link to a system library it does not bundle (pynng's aarch64 wheel from the index:
 # libatomic.so.1; the offline zip's has it inside): found here, in one line, rather than by the
 # plugin failing to start.
-# openvino_runtime (this dir), not openvino itself: importing that would send OpenVINO's telemetry event.
-if ! loaded=$(.venv/bin/python -c 'import ekuiper, pynng, numpy, cv2, openvino_runtime' 2>&1); then
+# core.openvino_runtime (this dir), not openvino itself: importing that would send OpenVINO's telemetry event.
+if ! loaded=$(.venv/bin/python -c 'import ekuiper, pynng, numpy, cv2, core.openvino_runtime' 2>&1); then
   say "ERROR: the installed requirements do not load: $(echo "$loaded" | tail -n 1)" >&2
   case "$loaded" in *libatomic*) say "install the system's libatomic1 (Debian/Ubuntu: apt-get install libatomic1), then the plugin again" >&2 ;; esac
   exit 1

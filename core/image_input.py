@@ -21,19 +21,12 @@ import warnings
 import zlib
 from typing import Any, NamedTuple
 
+# cv2 loads with OpenCV's own pixel cap already set: core/__init__.py.
+import cv2
 import numpy as np
+from PIL import Image
 
 from core.errors import InputError  # also importable from here, as callers did before errors.py
-from core.settings import defaults
-
-# OpenCV's own readers refuse images over OPENCV_IO_MAX_IMAGE_PIXELS (default 2^30), a backstop
-# should a header ever read differently here and in OpenCV. OpenCV reads it once, when its library
-# loads at `import cv2` (not at the first decode; tests/integration/test_bombs.py shows both), so it is set
-# before that import; the plugin's and the service's processes import cv2 first from here.
-# Default: the default input.max_pixels. An operator who raises input.max_pixels sets both.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(defaults("input")["max_pixels"]))
-import cv2
-from PIL import Image
 
 _SHOWN = {"WEBP": "WebP"}  # the format's name in a message
 # Our own max_pixels cap (configurable, checked from the header) is the one that counts;

@@ -252,7 +252,10 @@ def test_make_demo_runs_on_a_copy(copy, tmp_path):
     assert not os.path.exists(os.path.join(os.path.dirname(copy), "shared"))
     empty = tmp_path / "no_fixtures"
     empty.mkdir()
-    r = run_here("make demo", copy, str(tmp_path), timeout=1200,
+    # Under a /tmp of its own: the suite's own kuiperd may be serving the plugin on the fixed
+    # /tmp/plugin_defect.ipc meanwhile (its control channel was "address in use" without this).
+    private_tmp = os.path.join(REPO, "tools", "with_private_tmp.sh")
+    r = run_here(f"{private_tmp} make demo", copy, str(tmp_path), timeout=1200,
                  extra_env={"DEFECT_FIXTURES": str(empty), "FIXTURES": str(empty)})
     assert r.returncode == 0, f"make demo: exit status {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert os.path.getsize(os.path.join(copy, "build", "defect.zip")) > 1_000_000

@@ -13,12 +13,12 @@ cache=${DEFECT_CACHE:-$HOME/.cache/defect}
 packages=python3,python3-venv
 target=$cache/rootfs-$release-$arch-$(echo "$packages" | sha256sum | cut -c1-8)
 
-here=$(cd "$(dirname "$0")/.." && pwd)
+tools=$(cd "$(dirname "$0")/../../tools" && pwd)
 host_arch=$(dpkg --print-architecture)
 if [ "$arch" != "$host_arch" ]; then
   # A cached rootfs needs the emulator too: binfmt_misc may have been unmounted or reset since it was built.
   # The F flag (qemu-user-static's binfmt entry) opens the emulator at registration, so it works in a chroot.
-  "$here/system_deps.sh" qemu-user-static binfmt-support >&2
+  "$tools/system_deps.sh" qemu-user-static binfmt-support >&2
   [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   qemu=$(dpkg-architecture -a "$arch" -q DEB_HOST_GNU_CPU 2>/dev/null || echo "$arch")
   [ "$qemu" = "arm64" ] && qemu=aarch64
@@ -26,7 +26,7 @@ if [ "$arch" != "$host_arch" ]; then
     { echo "rootfs: cannot register qemu-$qemu with binfmt_misc; $arch binaries cannot run here" >&2; exit 1; }
 fi
 [ -x "$target/usr/bin/python3" ] && { echo "$target"; exit 0; }
-"$here/system_deps.sh" debootstrap >&2
+"$tools/system_deps.sh" debootstrap >&2
 
 mkdir -p "$cache"
 for left in "$target".tmp.*; do  # what a killed build left (its pid is the suffix)
