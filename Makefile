@@ -145,6 +145,7 @@ bench: package kuiperd
 	$(PY) -m bench.grpc_stream
 	$(PY) -m bench.camera_bench
 	$(PY) -m bench.bombs
+	$(PY) -m bench.stages
 	$(PY) -m bench.pages
 
 # The models as a network service (README "Service"): HTTP with /docs and gRPC, on 127.0.0.1.
