@@ -38,6 +38,9 @@ class Rpc:
     stream: str
     request: type[Message]
     result: type[Message]
+    # For a function that answers a list (labelImage): the result message's repeated field holding
+    # it; None for one that answers an object. Found once, from the proto, when RPCS is built.
+    list_field: str | None
 
     @property
     def function(self) -> str:
@@ -49,13 +52,6 @@ class Rpc:
         """The request field with the function's second SQL argument."""
         return self.spec.option.name
 
-    @property
-    def list_field(self) -> str | None:
-        """For a function that answers a list (labelImage): the result message's repeated field holding it."""
-        if typing.get_origin(self.spec.result) is not list:
-            return None
-        (field,) = [f.name for f in self.result.DESCRIPTOR.fields if f.name not in ("id", "error")]
-        return field
 
 
 def rpc_of(spec: FunctionSpec) -> Rpc:
@@ -65,7 +61,11 @@ def rpc_of(spec: FunctionSpec) -> Rpc:
         AttributeError: defect.proto lacks the function's request or result message.
     """
     base = spec.name[0].upper() + spec.name[1:]
-    return Rpc(spec, base, f"{base}Stream", getattr(defect_pb2, f"{base}Request"), getattr(defect_pb2, f"{base}Result"))
+    result = getattr(defect_pb2, f"{base}Result")
+    list_field = None
+    if typing.get_origin(spec.result) is list:
+        (list_field,) = [f.name for f in result.DESCRIPTOR.fields if f.name not in ("id", "error")]
+    return Rpc(spec, base, f"{base}Stream", getattr(defect_pb2, f"{base}Request"), result, list_field)
 
 
 RPCS = {spec.name: rpc_of(spec) for spec in FUNCTIONS}

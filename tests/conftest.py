@@ -1,11 +1,10 @@
 """Shared fixtures: real models from `make models`, the real fixtures, the plugin zip run as kuiperd runs it."""
 import os
-import zipfile
 
 import pytest
 
 from core.settings import load_settings
-from tests.support.paths import ZIP
+from tests.support.paths import ZIP, unpacked_build
 
 
 def pytest_addoption(parser):
@@ -64,12 +63,7 @@ def segmenter(settings):
 @pytest.fixture(scope="session")
 def plugin_dir(tmp_path_factory):
     """build/defect.zip unpacked, as kuiperd unpacks it into plugins/portable/defect."""
-    if not os.path.isfile(ZIP):
-        pytest.fail(f"{ZIP} is missing: run `make package` first")
-    target = tmp_path_factory.mktemp("plugin") / "defect"
-    with zipfile.ZipFile(ZIP) as z:
-        z.extractall(target)
-    return str(target)
+    return str(unpacked_build(ZIP, tmp_path_factory.mktemp("plugin") / "defect", "package"))
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,11 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 
 import pytest
 
 from tests.support.nng_host import PluginHost
-from tests.support.paths import REPO, read_b64
+from tests.support.paths import REPO, read_b64, unpacked_build
 from tests.support.requirements_lock import TARGETS, read_lock, requirement_lines, resolve
 
 OFFLINE_ZIP = os.path.join(REPO, "build", "defect-offline.zip")
@@ -31,12 +30,7 @@ def bare_python():
 
 
 def offline_plugin(tmp_path):
-    if not os.path.isfile(OFFLINE_ZIP):
-        pytest.fail(f"{OFFLINE_ZIP} is missing: run `make package-offline` first")
-    plugin_dir = tmp_path / "defect"
-    with zipfile.ZipFile(OFFLINE_ZIP) as z:
-        z.extractall(plugin_dir)
-    return plugin_dir
+    return unpacked_build(OFFLINE_ZIP, tmp_path / "defect", "package-offline")
 
 
 def offline_env(tmp_path):

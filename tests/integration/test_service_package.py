@@ -6,12 +6,11 @@ venv here; what is tested is that the zip is complete and the command in the REA
 """
 import os
 import sys
-import zipfile
 
 import pytest
 import requests
 
-from tests.support.paths import REPO, fixture_path
+from tests.support.paths import REPO, fixture_path, unpacked_build
 from tests.support.service_process import HOST, ServiceProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -19,11 +18,7 @@ SERVICE_ZIP = os.path.join(REPO, "build", "defect-service.zip")
 
 
 def test_the_service_zip_serves_from_a_directory_of_its_own(tmp_path):
-    if not os.path.isfile(SERVICE_ZIP):
-        pytest.fail(f"{SERVICE_ZIP} is missing: run `make package-service` first")
-    unpacked = tmp_path / "defect-service"
-    with zipfile.ZipFile(SERVICE_ZIP) as z:
-        z.extractall(unpacked)
+    unpacked = unpacked_build(SERVICE_ZIP, tmp_path / "defect-service", "package-service")
     # The service builds on the pure layer alone: none of kuiperd's side is in its zip.
     shipped = {path.name for path in unpacked.iterdir()}
     assert {"core", "service", "models", "label.py", "inference.py", "config.json"} <= shipped
