@@ -21,8 +21,10 @@ from collections.abc import Callable
 from typing import NoReturn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run as a file from any directory: the plugin's modules and camera/ sit here
-    sys.path.insert(0, REPO)
+# Run by path, this file's folder is first on sys.path, and its camera.py would shadow the package
+# of the same name (even with the repo on PYTHONPATH): the repo root goes first, the folder goes.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [REPO, *(p for p in sys.path if os.path.abspath(p or ".") not in (REPO, _HERE))]
 
 from camera.camera_bridge import CameraBridge  # noqa: E402
 from camera.camera_source import CameraSource  # noqa: E402

@@ -20,8 +20,10 @@ from collections.abc import Iterator
 
 # Runnable as a file from any directory: `service` is imported from the repo root.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# Run by path, this file's folder is first on sys.path, and its client.py would shadow the package
+# of the same name (even with the repo on PYTHONPATH): the repo root goes first, the folder goes.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [ROOT, *(p for p in sys.path if os.path.abspath(p or ".") not in (ROOT, _HERE))]
 
 import cv2  # noqa: E402
 import grpc  # noqa: E402

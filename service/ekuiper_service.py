@@ -20,8 +20,10 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # run as a file from any directory: the plugin's modules sit there
-    sys.path.insert(0, str(HERE.parent))
+# Run by path, this folder is first on sys.path and service.py here would shadow the package of the
+# same name (even with the repo on PYTHONPATH): the repo root goes first, this folder goes.
+sys.path[:] = [str(HERE.parent), *(p for p in sys.path
+                                   if os.path.abspath(p or ".") not in (str(HERE.parent), str(HERE)))]
 
 from core.command_line import OneLineArgumentParser  # noqa: E402
 from service.grpc_messages import API_KEY_VAR, RPCS, read_api_key  # noqa: E402

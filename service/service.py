@@ -24,8 +24,10 @@ import traceback
 
 # Runnable as a file from any directory: the plugin's modules and `service` are imported from the repo root.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# Run by path, this file's folder is first on sys.path, and its service.py would shadow the package
+# of the same name (even with the repo on PYTHONPATH): the repo root goes first, the folder goes.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [ROOT, *(p for p in sys.path if os.path.abspath(p or ".") not in (ROOT, _HERE))]
 
 import uvicorn  # noqa: E402
 

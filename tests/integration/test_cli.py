@@ -204,3 +204,15 @@ def test_every_command_line_answers_an_unknown_option_in_one_line(script):
     assert completed.returncode == 2
     assert completed.stderr.splitlines() == [
         f"{name}: error: unrecognized arguments: --no-such-option (see --help)"], completed.stderr
+
+
+@pytest.mark.parametrize("script", ["service/service.py", "service/client.py", "camera/camera.py",
+                                    "service/ekuiper_service.py"])
+def test_a_command_in_a_folder_named_as_its_package_runs_with_the_repo_on_pythonpath(script, tmp_path):
+    """Run by path, service/service.py's folder comes first on sys.path, where service.py would stand
+    for the package `service` (ModuleNotFoundError: 'service' is not a package) once the repo is on
+    PYTHONPATH and so no longer inserted in front."""
+    completed = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": REPO})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("usage:")
