@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from bench.report import write_report
-from core.model_host import NAMES, ModelHost
+from core.catalog import BY_NAME
+from core.model_host import ModelHost
 from core.settings import load_settings
 from core.thread_tuning import usable_cores
 from tests.support.paths import fixture_path
@@ -136,7 +137,7 @@ def run(requests_per_level: int, rounds: int, only: list[str] | None = None) -> 
         for transport, (caller, server_pid) in transports.items():
             if only and transport not in only:
                 continue
-            for name in NAMES:
+            for name in BY_NAME:
                 call = caller(name)
                 # Rounds through every level in turn, so the other load on a shared box falls
                 # on each level alike; each figure is the median of its rounds.

@@ -80,13 +80,18 @@ class Option:
             raise InputError(f"{self.name} must be {self.rule(most)}, got {shown(value, json.dumps)}")
         return int(value) if self.kind is int else value
 
+    @property
+    def default(self) -> Any:
+        """The schema's default of `default_key`: what applies when the option is left out."""
+        section, key = self.default_key.split(".")
+        return defaults(section)[key]
+
     def json_schema(self) -> dict:
         """The option's JSON schema; its example is the config's default."""
-        section, key = self.default_key.split(".")
         schema = {"type": "integer" if self.kind is int else "number", "minimum": self.minimum}
         if self.maximum is not None:
             schema["maximum"] = self.maximum
-        return {**schema, "examples": [defaults(section)[key]]}
+        return {**schema, "examples": [self.default]}
 
 
 @dataclass(frozen=True)

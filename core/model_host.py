@@ -11,13 +11,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from core.catalog import FUNCTIONS
+from core.catalog import BY_NAME, FUNCTIONS
 from core.errors import InputError, shown
 from core.serving import ServedWindow
 from core.settings import Settings
-
-# The names callers use: the plugin's per-frame SQL function names.
-NAMES = tuple(spec.name for spec in FUNCTIONS)
 
 
 class ModelHost:
@@ -64,7 +61,7 @@ class ModelHost:
         """
         function = self.functions.get(name)
         if function is None:
-            raise InputError(f"unknown function {shown(name)}: use one of {', '.join(NAMES)}")
+            raise InputError(f"unknown function {shown(name)}: use one of {', '.join(BY_NAME)}")
         if option is not None:
             function.check_option(option, None)  # before any wait for the model
         models = function.ready_model()

@@ -69,6 +69,7 @@ def rpc_of(spec: FunctionSpec) -> Rpc:
 
 
 RPCS = {spec.name: rpc_of(spec) for spec in FUNCTIONS}
+BY_RESULT = {rpc.result: rpc for rpc in RPCS.values()}  # a result message's RPC, for answer_of
 
 # eKuiper copies a base64 string field's text into a `bytes` field as it is, so the image field
 # also takes base64 text (or a data URI). An encoded image is never all base64 letters: JPEG,
@@ -122,7 +123,7 @@ def error_message(rpc: Rpc, line: str, request_id: str) -> Message:
 
 def answer_of(result: Message) -> Any:
     """The plugin's JSON for a result message (without its id and error)."""
-    rpc = next(rpc for rpc in RPCS.values() if isinstance(result, rpc.result))
+    rpc = BY_RESULT[type(result)]
     answer = json_format.MessageToDict(result, always_print_fields_with_no_presence=True)
     answer.pop("id", None)
     answer.pop("error", None)

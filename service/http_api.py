@@ -30,8 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from core.catalog import BY_NAME, FUNCTIONS
 from core.errors import InputError, ModelUnavailable, first_line, shown
 from core.functions import FunctionSpec
-from core.model_host import NAMES, ModelHost
-from core.settings import defaults
+from core.model_host import ModelHost
 from service.service_metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -71,13 +70,13 @@ class Option:
 def http_option(spec: FunctionSpec) -> Option:
     """The declared option (core/catalog.py) as a query parameter and body field."""
     option = spec.option
-    section, key = option.default_key.split(".")
     return Option(option.name, option.json_schema(),
-                  f"{option.description} (default: {option.default_key} of the config, {defaults(section)[key]})")
+                  f"{option.description} (default: {option.default_key} of the config, {option.default})")
 
 
 def summary(spec: FunctionSpec) -> str:
-    return f"{spec.summary}, as {spec.name}(image, {spec.option.name})"
+    """The route's one line in OpenAPI: the declaration's summary and the SQL call it answers as."""
+    return f"{spec.summary}, as {spec.usage()}"
 
 
 class ErrorAnswer(BaseModel):
@@ -131,7 +130,7 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
 
     @app.post("/analyze/{name}", include_in_schema=False, dependencies=guarded)
     def unknown_function(name: str) -> None:
-        raise HTTPException(404, f"unknown function {shown(name)}: use one of {', '.join(NAMES)}")
+        raise HTTPException(404, f"unknown function {shown(name)}: use one of {', '.join(BY_NAME)}")
 
     @app.get("/healthz", summary="200 when every model is loaded; 503 while they load or if one failed",
              responses={503: {"description": "loading, or a model failed (the reason is in functions)"}})

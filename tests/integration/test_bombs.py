@@ -10,7 +10,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import zlib
 
 import cv2
@@ -156,30 +155,17 @@ def peak_rss_mb(pid):
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def worker_of(supervisor):
-    """The pid of the plugin's worker: the one child of the process kuiperd started (the supervisor)."""
-    children = []
-    for task in os.listdir(f"/proc/{supervisor}/task"):
-        with open(f"/proc/{supervisor}/task/{task}/children") as f:
-            children += f.read().split()
-    assert len(children) == 1, children
-    return int(children[0])
-
-
 def test_the_bomb_over_nng_is_one_line_and_the_worker_stays_small(plugin_dir):
     host = PluginHost(plugin_dir, python=sys.executable)
     try:
-        deadline = time.monotonic() + 120
-        while True:  # the worker loads its model after the handshake: "still loading" until then
-            warm = host.exec("labelImage", read_b64("images", "cat.bmp"))
-            if warm["state"] is True or time.monotonic() > deadline:
-                break
+        host.wait_until_loaded("labelImage")  # the worker loads its model after the handshake
+        warm = host.exec("labelImage", read_b64("images", "cat.bmp"))
         assert warm["state"] is True, warm
-        worker = worker_of(host.process.pid)
+        worker = host.worker_pid()
         before = peak_rss_mb(worker)
         reply = host.exec("labelImage", b64(BOMB))
         assert_one_line_error(reply, "max_pixels")
-        assert worker_of(host.process.pid) == worker  # the same worker answered: its peak is the call's
+        assert host.worker_pid() == worker  # the same worker answered: its peak is the call's
         assert peak_rss_mb(worker) - before < RSS_GROWTH_MB
     finally:
         host.close()

@@ -54,13 +54,17 @@ def sh_commands(text: str) -> list[str]:
     return commands
 
 
+def page_text(page: str) -> str:
+    with open(os.path.join(REPO, page), encoding="utf-8") as f:
+        return f.read()
+
+
 def documented() -> dict[str, list[str]]:
     """{normalised command: [pages that give it]}."""
     found: dict[str, list[str]] = {}
     for page in PAGES:
-        with open(os.path.join(REPO, page), encoding="utf-8") as f:
-            for command in sh_commands(f.read()):
-                found.setdefault(normal(command), []).append(page)
+        for command in sh_commands(page_text(page)):
+            found.setdefault(normal(command), []).append(page)
     return found
 
 
@@ -273,8 +277,7 @@ EXAMPLES = ("functions/readText.json", "functions/readTextBatch.json", "tests/un
 def test_paths_the_pages_name_exist():
     missing = []
     for page in PAGES:
-        with open(os.path.join(REPO, page), encoding="utf-8") as f:
-            text = f.read()
+        text = page_text(page)
         for token in re.findall(r"`([^`\s]+)`", text):
             path = token.split("::")[0].rstrip(",.:")
             if not path.startswith(tuple(t + "/" for t in TOP)) or re.search(r"[<>*{}$]", path):
@@ -287,8 +290,7 @@ def test_paths_the_pages_name_exist():
 def test_links_between_pages_resolve():
     broken = []
     for page in PAGES:
-        with open(os.path.join(REPO, page), encoding="utf-8") as f:
-            text = f.read()
+        text = page_text(page)
         for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", text):
             if re.match(r"[a-z]+://", target):
                 continue

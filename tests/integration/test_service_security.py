@@ -447,7 +447,6 @@ def test_a_client_that_trickles_its_head_is_dropped(service_for_http):
     """uvicorn times out only idle keep-alive connections: a head sent a byte at a time held a
     connection (and a place under --max-connections) for ever."""
     head = b"POST /analyze/labelImage HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nX-Padding: " + b"a" * 200
-    started = time.monotonic()
     closed = False
     with socket.create_connection((HOST, service_for_http.http_port), timeout=5) as conn:
         for byte in head:  # a byte every 0.5 s: the whole head would take 2 minutes
@@ -460,7 +459,6 @@ def test_a_client_that_trickles_its_head_is_dropped(service_for_http):
                 closed = True
                 break
     assert closed, "the server kept the trickling connection for the whole head"
-    assert time.monotonic() - started < 60
     # A silent connection is dropped the same way, and a head over 64 kB is 431.
     with socket.create_connection((HOST, service_for_http.http_port), timeout=60) as conn:
         assert conn.recv(100) == b""
