@@ -14,7 +14,7 @@ rm -rf "$src" && mkdir -p "$out"
 cp -r "$dir" "$src" && chmod -R u+w "$src"
 # -tags full compiles in the video source (extensions/impl/video, runs ffmpeg from PATH) and the
 # zmq source/sink, whose cgo binding needs libzmq's headers and pkg-config file.
-"$(dirname "$(readlink -f "$0")")/../system_deps.sh" libzmq3-dev pkg-config
+"$(dirname "$(readlink -f "$0")")/system_deps.sh" libzmq3-dev pkg-config
 cd "$src"
 echo "build_kuiperd: building kuiperd v${version} in $src (first build takes minutes)" >&2
 # GOWORK=off: the module zip lacks the go.work members (tools/kubernetes ...).
