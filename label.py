@@ -21,20 +21,31 @@ from core.errors import ConfigError, first_line
 from core.image_input import decode_image
 from core.results import Label, answer
 from core.settings import PLUGIN_DIR, defaults, load_settings
-from core.thread_tuning import usable_cores
+from core.tuning import usable_cores
 
 DEFAULTS = defaults("label")
 # Made by `make models` from the fixtures' cat.bmp, shipped in the zip.
 SAMPLE_IMAGE = os.path.join(PLUGIN_DIR, "models", "sample_cat.jpg")
 
 
+RUNTIMES = ("litert", "openvino")
+
+
 def resolve_runtime(runtime: str) -> str:
-    """label.runtime as run here: `auto` is LiteRT on x86_64 (the faster there, `make bench`) and
-    OpenVINO elsewhere, the one runtime proven on arm64 (under qemu LiteRT segfaults in
-    allocate_tensors; README, Platforms)."""
+    """label.runtime for a model built without a measurement (the command line): `auto` is LiteRT on
+    x86_64 and OpenVINO elsewhere. The plugin and the service measure `auto` (`candidate_runtimes`)."""
     if runtime != "auto":
         return runtime
     return "litert" if platform.machine().lower() in ("x86_64", "amd64") else "openvino"
+
+
+def candidate_runtimes(runtime: str) -> tuple[str, ...]:
+    """The runtimes a load measures for label.runtime: both for `auto` on x86_64; OpenVINO alone on other
+    machines (the one runtime proven on arm64: under qemu LiteRT segfaults in allocate_tensors, which
+    would kill the process measuring it); a named runtime alone."""
+    if runtime != "auto":
+        return (runtime,)
+    return RUNTIMES if platform.machine().lower() in ("x86_64", "amd64") else ("openvino",)
 
 
 def make_interpreter(model_path: str, threads: int = 0) -> Any:
@@ -50,9 +61,12 @@ def make_interpreter(model_path: str, threads: int = 0) -> Any:
 
 
 class LiteRTRunner:
-    """LiteRT's interpreter on the classifier: run(tensor) -> the raw first output row."""
+    """LiteRT's interpreter on the classifier: run(tensor) -> the raw first output row, one call at a time."""
 
-    def __init__(self, model_path: str, threads: int = 0):
+    def __init__(self, model_path: str, threads: int = 0, streams: int = 1):
+        if streams != 1:
+            raise ValueError("LiteRT runs one inference at a time: streams need label.runtime openvino")
+        self.lock = threading.Lock()  # one interpreter, one invocation at a time
         self.interpreter = make_interpreter(model_path, threads)
         self.interpreter.allocate_tensors()
         model_input = self.interpreter.get_input_details()[0]
@@ -65,19 +79,22 @@ class LiteRTRunner:
         self.output_scale, self.output_zero = model_output["quantization"]
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self.input_index, tensor)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index)[0]
+        with self.lock:
+            self.interpreter.set_tensor(self.input_index, tensor)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output_index)[0]  # a copy
 
 
 class OpenVINORunner:
     """OpenVINO's TFLite frontend on the same `.tflite`, fed the same tensor as LiteRT.
 
     A quantised output comes out of the graph as FakeQuantize -> Convert(u8); the
-    FakeQuantize's ranges are the TFLite output's scale and zero point."""
+    FakeQuantize's ranges are the TFLite output's scale and zero point. With streams > 1 the
+    compiled model runs that many calls at once (throughput streams, `threads` each), from any threads."""
 
-    def __init__(self, model_path: str, threads: int = 0):
-        from core.openvino_runtime import ov  # only this runtime needs it; LiteRT's start stays as light as before
+    def __init__(self, model_path: str, threads: int = 0, streams: int = 1):
+        # Only this runtime needs OpenVINO; a LiteRT start stays as light as before.
+        from core.openvino_runtime import Inference, ov
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")
         core = ov.Core()
@@ -97,11 +114,14 @@ class OpenVINORunner:
         # confidence was 0.035 off LiteRT's; at f32 every fixture image is within 4/256 of it.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or usable_cores(),
                   "INFERENCE_PRECISION_HINT": "f32"}
+        if streams > 1:
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams,
+                          INFERENCE_NUM_THREADS=streams * (threads or 1))
         self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.inference = Inference(self.compiled, streams)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        return self.request.infer([tensor])[self.compiled.output(0)][0]
+        return self.inference([tensor])[0][0]
 
 
 def read_labels(path: str) -> list[str]:
@@ -123,23 +143,26 @@ class ImageLabeler:
             labels: the labels file, one a line, as many as the model has classes.
             top_k: labels `label` returns when it is given no k.
             threads: the runtime's threads (0: every core).
-            runtime: litert, openvino, or auto (`resolve_runtime`).
+            runtime: litert, openvino, or auto (`resolve_runtime`; the plugin measures it: `candidate_runtimes`).
         """
         self.model_path, self.labels_path = model, labels
         self.top_k, self.threads = top_k, threads
         self.runtime = resolve_runtime(runtime)
         self.runner: LiteRTRunner | OpenVINORunner | None = None
         self.labels: list[str] = []
-        self.lock = threading.Lock()  # one interpreter (infer request), one invocation at a time
 
-    def load(self) -> ImageLabeler:
+    def load(self, streams: int = 1) -> ImageLabeler:
         """Reads the model and its labels and readies the runtime; returns self.
+
+        Args:
+            streams: calls the model runs at once, from any threads (more than 1: OpenVINO only).
 
         Raises:
             FileNotFoundError: a file is missing.
-            ValueError: the labels do not match the model's classes.
+            ValueError: the labels do not match the model's classes; streams on LiteRT.
         """
-        runner = (OpenVINORunner if self.runtime == "openvino" else LiteRTRunner)(self.model_path, self.threads)
+        runner = (OpenVINORunner if self.runtime == "openvino" else LiteRTRunner)(
+            self.model_path, self.threads, streams)
         labels = read_labels(self.labels_path)
         if len(labels) != runner.classes:
             raise ValueError(f"{self.labels_path} has {len(labels)} labels but the model has {runner.classes} classes")
@@ -166,8 +189,7 @@ class ImageLabeler:
         tensor = rgb[np.newaxis]
         if runner.input_is_float:  # float MobileNets expect [-1, 1]
             tensor = (tensor.astype(np.float32) - 127.5) / 127.5
-        with self.lock:
-            raw = runner.run(tensor)
+        raw = runner.run(tensor)
         if runner.output_scale:  # quantised output: dequantise with the model's own parameters
             return (raw.astype(np.float32) - runner.output_zero) * runner.output_scale
         return raw.astype(np.float32)

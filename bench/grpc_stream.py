@@ -20,7 +20,7 @@ import grpc
 
 from bench.report import write_report
 from bench.service_bench import distinct_jpegs
-from core.thread_tuning import usable_cores
+from core.tuning import usable_cores
 from service import defect_pb2_grpc
 from service.grpc_messages import RPCS
 from tests.support.service_process import HOST, running_service

@@ -95,7 +95,7 @@ def floors(segmenter, labeler, deeplab_xml, inputs):
     _, h, w, _ = compiled.input(0).shape
     request = compiled.create_infer_request()
     tensor = cv2.cvtColor(cv2.resize(pixels_of(inputs["cat VGA"]), (w, h)), cv2.COLOR_BGR2RGB)[np.newaxis]
-    return {"defect": lambda: segmenter.request.infer([frame]), "mobilenet_v2": invoke,
+    return {"defect": lambda: segmenter.inference([frame]), "mobilenet_v2": invoke,
             "deeplabv3": lambda: request.infer([tensor])}
 
 

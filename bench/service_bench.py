@@ -28,7 +28,7 @@ from bench.report import write_report
 from core.catalog import BY_NAME
 from core.model_host import ModelHost
 from core.settings import load_settings
-from core.thread_tuning import usable_cores
+from core.tuning import usable_cores
 from tests.support.paths import fixture_path
 from tests.support.service_process import HOST, running_service
 from tests.support.stats import median, percentile

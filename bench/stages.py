@@ -84,8 +84,7 @@ def label_stages(model, b64: str, limits: dict) -> dict[str, float]:
     if runner.input_is_float:
         tensor = (tensor.astype(np.float32) - 127.5) / 127.5
     clock.lap("resize")
-    with model.lock:
-        raw = runner.run(tensor)
+    raw = runner.run(tensor)
     clock.lap("inference")
     scores = (raw.astype(np.float32) - runner.output_zero) * runner.output_scale if runner.output_scale \
         else raw.astype(np.float32)

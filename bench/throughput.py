@@ -32,7 +32,7 @@ from core.catalog import INFERENCE, LABEL_IMAGE
 from core.image_input import decode_image
 from core.serving import ServedFunction
 from core.settings import load_settings
-from core.thread_tuning import usable_cores
+from core.tuning import usable_cores
 from tests.support.stats import percentile
 from tools import harness
 from tools.synthetic_surface import surface_image

@@ -22,6 +22,8 @@ LABEL_IMAGE = FunctionSpec(
                   default_key="label.top_k", description="labels to return, best first"),
     result=list[Label],
     sample=label.SAMPLE_IMAGE,
+    runtimes=lambda section: label.candidate_runtimes(section["runtime"]),
+    streams=lambda runtime: runtime == "openvino",
 )
 
 INFERENCE = FunctionSpec(

@@ -29,8 +29,9 @@ class Model(Protocol):
     def decode_size(self) -> tuple[int, int]:
         """The least (width, height) a frame must be decoded at for this model."""
 
-    def load(self) -> Model:
-        """Reads and compiles the model; returns self. Raises whatever the runtime raises."""
+    def load(self, streams: int = 1) -> Model:
+        """Reads and compiles the model; returns self. streams: calls it runs at once, from any threads
+        (more than 1 only where the declaration's `streams` allows). Raises whatever the runtime raises."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,9 @@ class FunctionSpec:
         option: its optional second argument.
         result: the type `run` returns (a core/results.py dataclass, or a list of one).
         sample: an image the model answers meaningfully (its command line's default; the tests' first check).
+        runtimes: its config section -> the runtimes a load measures ("auto" left open), passed to the
+            model as its `runtime` keyword; (None,): the model has one runtime.
+        streams: runtime -> whether `load(streams=N)` can run N calls at once (OpenVINO's streams).
     """
 
     name: str
@@ -117,6 +121,8 @@ class FunctionSpec:
     option: Option
     result: Any
     sample: str
+    runtimes: Callable[[dict], tuple[str | None, ...]] = lambda section: (None,)
+    streams: Callable[[str | None], bool] = lambda runtime: True
 
     def __post_init__(self) -> None:
         """Refuses a declaration whose config section is missing (its model's keywords come from there)."""
@@ -137,13 +143,13 @@ class FunctionSpec:
         and the schema refers to them (OpenAPI's components)."""
         return json_schema(self.result, definitions)
 
-    def build(self, settings: dict) -> Model:
-        """The model the settings describe, loaded.
+    def build(self, settings: dict, streams: int = 1) -> Model:
+        """The model the settings describe, loaded (with `streams` calls at once).
 
         Raises:
             Exception: whatever the model's loading raises (a missing file, a model it cannot serve).
         """
-        return self.model(**settings[self.section]).load()
+        return self.model(**settings[self.section]).load(streams)
 
     def model_paths(self, settings: dict) -> list[str]:
         """The files the model reads (its section's path keys; an IR's .bin too): a change means "load again"."""

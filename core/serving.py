@@ -21,7 +21,7 @@ from core.errors import InputError, ModelUnavailable, first_line
 from core.functions import FunctionSpec
 from core.image_input import decode_image
 from core.results import answer
-from core.thread_tuning import fastest_threads, usable_cores
+from core.tuning import Record, fastest, identity, thread_counts, threads_name, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,46 @@ class ServedFunction:
         return answer(self.spec.run(model, pixels, size, option))
 
     def load_model(self) -> Any:
-        """The model at the configured threads; `threads: 0` measures 1 against every core and keeps the faster."""
-        threads = self.settings[self.section].get("threads") or 0
-        if threads:
-            return self.build(self.with_threads(threads))
-        return fastest_threads(lambda n: self.build(self.with_threads(n)), self.probe, self.name)
+        """The model as configured. What the config leaves open (`threads: 0`, label.runtime `auto`) is
+        measured: every candidate built and timed on `probe`, the fastest kept (core.tuning)."""
+        return self.tuned(self.configurations(self.settings[self.section].get("threads") or 0),
+                          self.name, self.probe, self.override)[1]
+
+    @property
+    def override(self) -> str:
+        open_keys = [f"{self.section}.threads"]
+        if len(self.spec.runtimes(self.settings[self.section])) > 1:
+            open_keys.append(f"{self.section}.runtime")
+        return f"set {' or '.join(open_keys)} in the config to override"
+
+    def configurations(self, threads: int) -> dict[str, dict]:
+        """Candidate name -> settings, for every runtime the declaration leaves open and every thread count
+        `threads` allows (core.tuning.thread_counts): "2 threads", or "openvino at 2 threads"."""
+        section = self.settings[self.section]
+        candidates = {}
+        for runtime in self.spec.runtimes(section):
+            for count in thread_counts(threads):
+                name = threads_name(count) if runtime is None else f"{runtime} at {threads_name(count)}"
+                chosen = {**section, "threads": count, **({"runtime": runtime} if runtime else {})}
+                candidates[name] = {**self.settings, self.section: chosen}
+        return candidates
+
+    def tuned(self, candidates: dict[str, Any], what: str, probe: Any, override: str,
+              build: Any = None) -> tuple[str, Any]:
+        """(name, model) of the fastest candidate (core.tuning.fastest), the measurement recorded in
+        tuning.record; build(candidate) makes a model (default: the candidate is settings to build)."""
+        build = build or self.build
+        record, identity_of = self.record_of(candidates)
+        return fastest({name: (lambda c=c: build(c)) for name, c in candidates.items()}, probe, what, record,
+                       identity_of, override)
+
+    def record_of(self, candidates: dict[str, Any]) -> tuple[Record | None, Any]:
+        """tuning.record's Record (None: not kept), and what a measurement of these candidates depends on."""
+        path = self.settings.get("tuning", {}).get("record")
+        described = {name: (c if isinstance(c, dict) else repr(c)) for name, c in candidates.items()}
+        return (Record(path) if path else None,
+                lambda: identity(self.spec.model_paths(self.settings), list(candidates),
+                                 {"settings": described, "function": self.spec.name}))
 
     def with_threads(self, threads: int) -> dict:
         """The settings with this function's model section set to `threads`."""
@@ -189,8 +224,10 @@ class ModelCopies:
 
 
 class ServedWindow(ServedFunction):
-    """A declared function over many frames at once: one single-threaded model copy per worker,
-    the frames of a window decoded and run in parallel, each answered or `{"error": one line}`."""
+    """A declared function over many frames at once: the frames of a window decoded and run in parallel
+    on `batch.workers` threads, each answered or `{"error": one line}`. The model is served as
+    batch.serving says (`load_model`): a single-threaded copy per worker, one model at every core,
+    or one OpenVINO model with a stream per worker."""
 
     def __init__(self, spec: FunctionSpec, settings: dict, name: str | None = None):
         super().__init__(spec, settings, name or spec.window_name)
@@ -200,12 +237,57 @@ class ServedWindow(ServedFunction):
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
 
     def load_model(self) -> ModelCopies:
-        # One single-threaded copy per worker: N frames on N cores without the
-        # copies' own thread pools fighting over them.
-        single = self.with_threads(1)
-        models = ModelCopies([self.build(single) for _ in range(self.workers)])
-        log.info("%s: %d workers, each with its own model copy at 1 thread", self.name, self.workers)
+        """The window's model copies, served as batch.serving says; `auto` measures each way on a
+        window of frames and keeps the fastest (core.tuning).
+
+        The runtime is the per-frame function's (measured the same way, or the recorded choice), so a
+        window's element is what the per-frame function answers for that frame."""
+        runtime = self.per_frame_runtime()
+        settings = self.with_threads(1)
+        if runtime:
+            settings[self.section] = {**settings[self.section], "runtime": runtime}
+        workers, cores = self.workers, usable_cores()
+        wide = {**settings, self.section: {**settings[self.section], "threads": cores}}
+        ways = {}
+        serving = self.settings["batch"].get("serving", "auto")
+        if serving in ("auto", "copies"):
+            ways[f"{workers} copies at 1 thread"] = lambda: ModelCopies([self.build(settings) for _ in range(workers)])
+        if serving in ("auto", "shared") and (workers > 1 or serving == "shared"):
+            ways[f"1 model at {threads_name(cores)}"] = lambda: ModelCopies([self.build(wide)] * workers)
+        if serving in ("auto", "streams") and self.spec.streams(runtime) and (workers > 1 or serving == "streams"):
+            ways[f"1 model with {workers} streams"] = \
+                lambda: ModelCopies([self.spec.build(settings, streams=workers)] * workers)
+        if not ways:
+            raise ValueError(f"batch.serving {serving} needs OpenVINO; {self.spec.name} runs on {runtime}")
+        name, models = self.tuned(ways, self.name, self.probe_window, "set batch.serving in the config to override",
+                                  build=lambda way: way())
+        log.info("%s: %d workers, %s%s", self.name, workers, name, f" ({runtime})" if runtime else "")
         return models
+
+    def per_frame_runtime(self) -> str | None:
+        """The runtime the per-frame function runs on here: the configured one, or the one its load measured
+        (recorded), or measured now the same way; None for a model with one runtime."""
+        runtimes = self.spec.runtimes(self.settings[self.section])
+        if len(runtimes) == 1:
+            return runtimes[0]
+        per_frame = ServedFunction(self.spec, self.settings)
+        candidates = per_frame.configurations(self.settings[self.section].get("threads") or 0)
+        record, identity_of = per_frame.record_of(candidates)
+        entry = record.get(per_frame.name, identity_of()) if record else None
+        if entry and entry.get("choice") in candidates:
+            name = entry["choice"]
+        else:
+            name, _ = per_frame.tuned(candidates, per_frame.name, per_frame.probe, per_frame.override)
+        return name.split(" at ")[0]
+
+    def probe_window(self, models: ModelCopies) -> Any:
+        """One representative window: two frames per worker, served in parallel, for timing."""
+        frames = 2 * self.workers
+        return list(self.pool.map(lambda _: self._probe_one(models), range(frames)))
+
+    def _probe_one(self, models: ModelCopies) -> Any:
+        with models.borrowed() as model:
+            return self.probe(model)
 
     def serve_window(self, args: list) -> list:
         """A window's answers, one per frame, within batch.budget_seconds.

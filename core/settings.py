@@ -154,11 +154,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "threads": _key(0, whole(0, 1024),  # 0: measured at load
             "Threads of the label runtime; 0: measured at load (1 thread against every core, the faster kept, one"
             " log line says which); a number wins."),
-        # auto: LiteRT on x86_64, OpenVINO (reading the same .tflite) elsewhere (label.resolve_runtime).
         "runtime": _key("auto", name_of("auto", "litert", "openvino"),
             "What runs the `.tflite`: `litert`, or `openvino` (OpenVINO's TFLite reader on the same file, same "
-            "pre-processing); `auto`: `litert` on x86_64, `openvino` elsewhere (see "
-            "[install.md](install.md#platforms))."),
+            "pre-processing); `auto`: both measured at load on x86_64, the faster kept (one log line gives both "
+            "timings), `openvino` on other machines (see [install.md](install.md#platforms))."),
     },
     "defect": {
         "model": _key("models/model.xml", file_path(),
@@ -188,7 +187,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "batch": {
         "workers": _key(0, whole(0, 1024),  # 0: one per core
-            "Frames of a window served at once, each on its own single-threaded model copy; 0: one per core."),
+            "Frames of a window served at once; 0: one per core."),
+        "serving": _key("auto", name_of("auto", "copies", "shared", "streams"),
+            "How a window's frames share the cores: `copies`: a single-threaded model copy per worker; "
+            "`shared`: one model at a thread per worker, frames decoded in parallel; `streams`: one OpenVINO "
+            "model with a stream per worker (an AsyncInferQueue); `auto`: each measured at load, the fastest "
+            "kept (one log line gives the timings)."),
         # kuiperd abandons a call after 5 s: a window must answer before that.
         "budget_seconds": _key(4.0, number(0, 4.5, low_open=True),
             "A window answers within this (kuiperd gives a call 5 s); frames not done by then get an error "
@@ -202,6 +206,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "The window for counting worker deaths."),
         "max_rss_mb": _key(0, whole(0),  # 0: half of the box's memory
             "The worker's resident-memory cap; 0: half of the box's memory."),
+    },
+    "tuning": {
+        "record": _key("models/measured.json", optional(file_path()),
+            "Where what was measured at load (threads, runtime, window serving) is kept; a later load on the "
+            "same box, model files and versions reuses it. Delete the file to measure again; null: measure "
+            "at every load.", path=True),
     },
     "input": {
         "max_bytes": _key(20_000_000, whole(1),

@@ -40,11 +40,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def settings():
+def settings(tmp_path_factory):
     settings = load_settings()
     for path in (settings["label"]["model"], settings["defect"]["model"]):
         if not os.path.isfile(path):
             pytest.fail(f"{path} is missing: run `make models` first")
+    # What loads measure is recorded for this session only: the repo's models/ keeps no record
+    # from a test, and a test of the measurement itself names its own record.
+    settings["tuning"]["record"] = str(tmp_path_factory.mktemp("tuning") / "measured.json")
     return settings
 
 

@@ -12,8 +12,9 @@ import threading
 import pytest
 
 from batch_func import WindowFunction
-from core.catalog import INFERENCE
-from core.thread_tuning import usable_cores
+from core.catalog import INFERENCE, LABEL_IMAGE
+from core.tuning import usable_cores
+from label_func import ModelFunction
 from tests.support.bad_inputs import bad_images
 from tests.support.nng_host import PluginHost
 from tests.support.paths import read_b64
@@ -143,18 +144,26 @@ def test_a_large_window_is_answered_whole_in_order(host):
     assert "error" not in reply["result"][0]  # the first frame starts at once: well inside any budget
 
 
-def test_a_window_runs_its_frames_at_once_on_one_single_threaded_copy_per_core(settings):
-    """README: a window's frames are served in parallel, one worker per core, each with its own
-    single-threaded model copy. The first `cores` frames each wait until all of them are running
-    (a barrier): served one after another, the barrier would break and they would get errors."""
+@pytest.mark.parametrize("serving", ["copies", "shared", "streams"])
+def test_a_window_runs_its_frames_at_once_as_batch_serving_says(settings, serving):
+    """README: a window's frames are served in parallel, one worker per core: on a single-threaded model
+    copy each (copies), on one model at every core (shared), or on one OpenVINO model with a stream per
+    worker (streams). The first `cores` frames each wait until all of them are running (a barrier):
+    served one after another, the barrier would break and they would get errors."""
     cores = usable_cores()
-    function = WindowFunction(INFERENCE, {**settings, "batch": {**settings["batch"], "budget_seconds": 120}})
+    function = WindowFunction(INFERENCE, {**settings, "batch": {**settings["batch"], "budget_seconds": 120,
+                                                                "serving": serving}})
     assert function.workers == cores
     function.start_loading()
     assert function.loaded.wait(120) and function.error is None, function.error
     copies = function.model.models
-    assert len({id(copy) for copy in copies}) == cores
-    assert [copy.compiled.get_property("INFERENCE_NUM_THREADS") for copy in copies] == [1] * cores
+    threads = [copy.compiled.get_property("INFERENCE_NUM_THREADS") for copy in copies]
+    if serving == "copies":
+        assert len({id(copy) for copy in copies}) == cores and threads == [1] * cores
+    else:
+        assert len({id(copy) for copy in copies}) == 1 and threads == [cores] * cores
+        streams = copies[0].compiled.get_property("NUM_STREAMS")
+        assert streams == (cores if serving == "streams" else 1), streams
     barrier, lock, seen = threading.Barrier(cores, timeout=60), threading.Lock(), []
     serve_one = function.serve_one
 
@@ -171,4 +180,25 @@ def test_a_window_runs_its_frames_at_once_on_one_single_threaded_copy_per_core(s
     results = function.exec([frames], None)
     assert [r.get("defect") for r in results] == [i % 3 for i in range(2 * cores)], results
     assert len({thread for thread, _ in seen[:cores]}) == cores  # on `cores` threads
-    assert len({copy for _, copy in seen[:cores]}) == cores  # each on its own copy
+    assert len({copy for _, copy in seen[:cores]}) == (cores if serving == "copies" else 1)
+
+
+@pytest.mark.parametrize("serving", ["copies", "shared", "streams"])
+@pytest.mark.parametrize("spec", [LABEL_IMAGE, INFERENCE], ids=lambda spec: spec.name)
+def test_every_serving_answers_element_for_element_what_the_per_frame_function_does(settings, serving, spec):
+    """Whichever way batch.serving runs the window (chosen by measurement under `auto`), each element
+    is exactly the per-frame function's answer for that frame, on the runtime the per-frame function runs."""
+    settings = {**settings, "label": {**settings["label"], "runtime": "openvino", "threads": 1},
+                "defect": {**settings["defect"], "threads": 1},
+                "batch": {**settings["batch"], "budget_seconds": 120, "serving": serving}}
+    window, per_frame = WindowFunction(spec, settings), ModelFunction(spec, settings)
+    if spec is LABEL_IMAGE:
+        frames = [read_b64("images", name) for name in PHOTOS[:6]]
+    else:
+        frames = [surface_b64(n % 4, seed=820 + n, size=(1280, 720)) for n in range(6)]
+    elements = window.exec([frames], None)
+    for frame, element in zip(frames, elements, strict=True):
+        expected = per_frame.exec([frame], None)
+        if isinstance(element, dict):
+            element.pop("inference time"), expected.pop("inference time")
+        assert element == expected, serving

@@ -91,9 +91,12 @@ def test_openvino_runtime_gives_litert_answers(settings):
     assert not any(differences.values()), differences
 
 
-def test_auto_runtime_is_litert_on_x86_64_and_openvino_elsewhere(monkeypatch):
-    for machine, runtime in (("x86_64", "litert"), ("AMD64", "litert"), ("aarch64", "openvino"),
-                             ("armv7l", "openvino")):
+def test_auto_runtime_measures_both_on_x86_64_and_is_openvino_elsewhere(monkeypatch):
+    for machine, runtime, measured in (("x86_64", "litert", ("litert", "openvino")),
+                                       ("AMD64", "litert", ("litert", "openvino")),
+                                       ("aarch64", "openvino", ("openvino",)), ("armv7l", "openvino", ("openvino",))):
         monkeypatch.setattr(label.platform, "machine", lambda machine=machine: machine)
-        assert label.resolve_runtime("auto") == runtime
-    assert label.resolve_runtime("litert") == "litert" and label.resolve_runtime("openvino") == "openvino"
+        assert label.resolve_runtime("auto") == runtime  # the command line, which measures nothing
+        assert label.candidate_runtimes("auto") == measured  # the plugin and the service
+    for runtime in ("litert", "openvino"):
+        assert label.resolve_runtime(runtime) == runtime and label.candidate_runtimes(runtime) == (runtime,)
