@@ -5,10 +5,10 @@ service (core/model_host.py) are thin adapters over these classes, so every fron
 the same, with the same one-line errors (InputError for bad input, ModelUnavailable while a model
 loads or after it failed to).
 """
+import collections
 import contextlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -193,7 +193,8 @@ class ServedFunction:
 
 
 class ModelCopies:
-    """Independent copies of one model; a worker borrows one for a frame.
+    """Independent copies of one model (or one model shared by every worker); a worker borrows one
+    for a frame, first come first served.
 
     Attributes a caller reads without running the model (decode_size, labels)
     come from the first copy: the copies are built from the same files.
@@ -201,9 +202,11 @@ class ModelCopies:
 
     def __init__(self, models: list[Any]):
         self.models = models
-        self.free = queue.SimpleQueue()
-        for model in models:
-            self.free.put(model)
+        self.lock = threading.Lock()
+        self.free = collections.deque(models)
+        # Borrowers waiting, oldest first: a returned copy goes to the one waiting longest, so a
+        # request never loses its turn to one that came later (a plain queue wakes any waiter).
+        self.waiting: collections.deque[list] = collections.deque()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.models[0], name)
@@ -212,15 +215,31 @@ class ModelCopies:
     def borrowed(self, timeout: float | None = None) -> Iterator[Any]:
         """A free copy for the block. timeout: the most to wait for one (None: as long as it takes);
         ModelUnavailable when it passes with every copy busy (a unary call's deadline)."""
-        try:
-            model = self.free.get(timeout=None if timeout is None else max(0.0, timeout))
-        except queue.Empty:
-            raise ModelUnavailable(f"all {len(self.models)} model copies stayed busy for the "
-                                   f"{max(0.0, timeout):g} s this call could wait; try again") from None
+        model = self._take(timeout)
         try:
             yield model
         finally:
-            self.free.put(model)
+            with self.lock:
+                if self.waiting:
+                    turn = self.waiting.popleft()
+                    turn[1] = model
+                    turn[0].set()
+                else:
+                    self.free.append(model)
+
+    def _take(self, timeout: float | None) -> Any:
+        with self.lock:
+            if self.free and not self.waiting:
+                return self.free.popleft()
+            turn = [threading.Event(), None]
+            self.waiting.append(turn)
+        handed = turn[0].wait(None if timeout is None else max(0.0, timeout))
+        with self.lock:
+            if not handed and turn[1] is None:
+                self.waiting.remove(turn)
+                raise ModelUnavailable(f"all {len(self.models)} model copies stayed busy for the "
+                                       f"{max(0.0, timeout):g} s this call could wait; try again")
+            return turn[1]  # handed over, if only as the wait timed out
 
 
 class ServedWindow(ServedFunction):
