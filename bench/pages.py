@@ -36,6 +36,7 @@ SOURCES = {
 }
 CHARTS = {
     "frames-per-window.svg": "Frames per second against window size, through kuiperd",
+    "frames-per-runtime.svg": "Frames per second in-process by runtime and serving (the floors)",
     "frames-per-transport.svg": "Frames per second by transport",
     "latency.svg": "Latency per frame by transport, p50 and p95",
 }
@@ -148,7 +149,7 @@ def window_chart(results: dict, path: Path) -> bool:
             ax.annotate(f"{y:g}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
         if d["box_floor"]:
             ax.axhline(d["box_floor"], color=COLORS[function], linestyle="--", linewidth=1,
-                       label=f"{function}: box floor (plain Python, a worker per core)")
+                       label=f"{function}: box floor (in-process, best runtime and serving)")
     ax.set_xticks(list(positions.values()),
                   ["per-frame\nfunction", *(f"window\nCountWindow({w})" for w in WINDOWS)])
     ax.set_ylabel("frames per second (1080p JPEG)")
@@ -156,6 +157,38 @@ def window_chart(results: dict, path: Path) -> bool:
     ax.set_title(CHARTS[path.name])
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    save(figure, path)
+    return True
+
+
+def runtime_rows(results: dict, function: str) -> list[dict]:
+    """bench.throughput's in-process floors, a row per runtime and serving: {way, frames_per_s}."""
+    rows = results.get("throughput", {}).get("rows", {}).get(function, {})
+    return [{"way": name.removeprefix("floor, "), "frames_per_s": row["frames_per_s"]}
+            for name, row in rows.items() if name.startswith("floor, ")]
+
+
+def runtime_chart(results: dict, path: Path) -> bool:
+    """Horizontal bars, a panel per function, a bar per runtime and serving. False: nothing to draw."""
+    data = {f: runtime_rows(results, f) for f in FUNCTIONS}
+    data = {f: rows for f, rows in data.items() if rows}
+    if not data:
+        return False
+    figure = Figure(figsize=(7.5, sum(1.2 + 0.4 * len(rows) for rows in data.values())))
+    axes = figure.subplots(len(data), 1, squeeze=False,
+                           height_ratios=[1.2 + 0.4 * len(rows) for rows in data.values()])[:, 0]
+    for ax, (function, rows) in zip(axes, data.items(), strict=True):
+        xs = [row["frames_per_s"] for row in rows]
+        best = max(xs)
+        drawn = ax.barh(range(len(rows)), xs, color=[COLORS[function] if x == best else "#b0b0b0" for x in xs])
+        ax.bar_label(drawn, labels=[f"{x:g}" for x in xs], padding=3, fontsize=7)
+        ax.set_yticks(range(len(rows)), [row["way"] for row in rows])
+        ax.invert_yaxis()
+        ax.set_xlim(0, best * 1.25)
+        ax.set_xlabel("frames per second (1080p JPEG: decode and model, in-process)")
+        ax.set_title(f"{function}: the fastest (coloured) is the box floor")
+        ax.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
     save(figure, path)
     return True
 
@@ -210,6 +243,11 @@ def summary_lines(results: dict) -> list[str]:
                          f"the window function at CountWindow({best}) {rates[best]} frames/s, "
                          f"{ratio(rates[best], rates[1])}x the per-frame function"
                          + (f" and {ratio(rates[best], floor)}x the box floor ({floor} frames/s)." if floor else "."))
+        kept = results.get("throughput", {}).get("rows", {}).get(function, {}).get("picked by the plugin")
+        if kept:
+            lines.append(f"- **{function}, what the plugin's measurement at load kept**: per frame "
+                         f"{kept['per-frame']}; window {kept['window']} (docs/configuration.md: `label.runtime`, "
+                         "`*.threads`, `batch.serving`).")
     bench = results.get("bench", {})
     for function in FUNCTIONS:
         nng = bench.get("nng", {}).get(function, {}).get(NNG_INPUT[function])
@@ -267,6 +305,7 @@ def render(results: dict, tables: dict, docs: Path, machine_info: dict, date: st
     with rc_context(STYLE):
         drawn = {
             "frames-per-window.svg": window_chart(results, charts_dir / "frames-per-window.svg"),
+            "frames-per-runtime.svg": runtime_chart(results, charts_dir / "frames-per-runtime.svg"),
             "frames-per-transport.svg": transport_chart(
                 results, charts_dir / "frames-per-transport.svg", lambda r: [("frames/s", r["frames_per_s"])],
                 "frames per second (1080p JPEG)"),
