@@ -1,6 +1,11 @@
 """Shared fixtures: real models from `make models`, the real fixtures, the plugin zip run as kuiperd runs it."""
 import os
 
+# grpcio 1.81+ restarts its epoll poller in a forked child (grpc/grpc#43055): a process this test run
+# starts with subprocess (close_fds) may print "epoll_wait error: Bad file descriptor" before its exec,
+# or die there. The run forks to exec only, so gRPC needs no fork support; set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import pytest
 
 from core.settings import load_settings
