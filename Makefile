@@ -146,6 +146,7 @@ bench: package kuiperd
 	$(PY) -m bench.camera_bench
 	$(PY) -m bench.bombs
 	$(PY) -m bench.stages
+	$(PY) -m bench.named_models
 	$(PY) -m bench.pages
 
 # The models as a network service (README "Service"): HTTP with /docs and gRPC, on 127.0.0.1.

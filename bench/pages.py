@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.pages [--build build] [--docs docs]
 
 Reads what the benches of this run wrote in build/ (bench.json, throughput.json, service-bench.json,
-grpc-stream-bench.json, camera-bench.json, bombs.json, stages.json, and their .md tables); a bench that did not
+grpc-stream-bench.json, camera-bench.json, bombs.json, stages.json, named-models.json, and their .md
+tables); a bench that did not
 run leaves its part of the page saying so. Charts: frames per second against window size (the
 per-frame function and the window functions through kuiperd), frames per second by transport (nng
 host, kuiperd, HTTP, gRPC) and latency p50/p95 by transport. No measuring here: the page is a view.
@@ -33,6 +34,7 @@ SOURCES = {
     "camera-bench": "Camera to result through kuiperd (`python -m bench.camera_bench`)",
     "bombs": "Crafted inputs (`python -m bench.bombs`)",
     "stages": "CPU time per frame in each stage, per function and transport (`python -m bench.stages`)",
+    "named-models": "Models by name: lookup per call, load time, memory (`python -m bench.named_models`)",
 }
 CHARTS = {
     "frames-per-window.svg": "Frames per second against window size, through kuiperd",

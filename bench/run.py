@@ -409,7 +409,7 @@ def measure_anomalib(fixtures, n, warmup):
         if not result.get("anomalous"):
             print(f"  warning: anomalib {name}: not anomalous (score {result.get('score')})", file=sys.stderr)
         t = timed_together({"call": lambda: uncached_exec(function, [b64]),
-                            "raw": lambda: model.request.infer([frame])}, n, warmup)
+                            "raw": lambda: model.inference([frame])}, n, warmup)
         rows[name] = {**t["call"], "raw_ms": t["raw"]["median_ms"],
                       "call_over_raw": ratio(t["call"]["median_ms"], t["raw"]["median_ms"])}
     return rows
