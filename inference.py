@@ -203,6 +203,11 @@ class DefectSegmenter:
         if len(model.inputs) != 1:
             raise ValueError(f"{self.model_path} has {len(model.inputs)} inputs; a one-image segmenter is needed")
         self.outputs = choose_outputs(model, self.output)
+        rank = model.outputs[self.outputs.mask].get_partial_shape().rank
+        if rank.is_static and rank.get_length() not in (3, 4):
+            # A classifier's [1, classes] output: no map to find regions in (told at load, not per frame).
+            raise ValueError(f"its output {model.outputs[self.outputs.mask].get_partial_shape()} is no segmentation "
+                             "map ([1,C,H,W], [1,1,H,W] or [1,H,W])")
         layout, (self.width, self.height) = input_layout_and_size(model, self.input_size)
         if model.input().get_partial_shape().is_dynamic:
             # One frame at a fixed size: a static graph, and our resize is faster than the graph's

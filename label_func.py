@@ -10,7 +10,7 @@ from typing import Any
 from ekuiper import Function
 
 from core.catalog import FUNCTIONS
-from core.errors import InputError
+from core.errors import InputError, ModelUnavailable
 from core.functions import FunctionSpec
 from core.serving import ServedFunction
 
@@ -32,28 +32,62 @@ class ModelFunction(ServedFunction, Function):
             self.check_arity(args)
         except InputError as e:
             return str(e)
-        if len(args) == 2 and isinstance(args[1], dict) and "Val" in args[1]:  # a literal: check it now
+        literal = literal_option(args[1]) if len(args) == 2 else None
+        if literal is not None:  # a literal (or an object of literals): check it now, a model's name too
             try:
-                self.check_option(args[1]["Val"], self.model)
+                options = self.check_option(literal, self.model)
+                if options.model:
+                    # Loads it now (waiting as a call would): a model that cannot serve this function
+                    # fails the rule; one still loading or being written is checked on its frames.
+                    self.named.get(self.named_files(options.model))
             except InputError as e:
                 return str(e)
+            except ModelUnavailable as e:
+                if "could not be loaded" in str(e):
+                    return str(e)
         return ""
 
     def exec(self, args: list, ctx: Any) -> Any:
         self.check_arity(args)
-        # A rule like the tutorial's `SELECT f(image)->a ... WHERE f(image)->b` calls twice
-        # per frame with the same arguments: answer the second from the first.
-        if args == self.last_args:
-            return self.last_result
         option = args[1] if len(args) > 1 else None  # null (a missing field) means the default
+        # A rule like the tutorial's `SELECT f(image)->a ... WHERE f(image)->b` calls twice
+        # per frame with the same arguments: answer the second from the first, if the same model
+        # would serve it (a model by name may have been swapped since).
+        if args == self.last_args and self.current_model(option) is self.last_model:
+            return self.last_result
         if option is not None:
             self.check_option(option, None)  # before any wait for the model
         result = self.serve_one(self.ready_model(), args[0], option)
         self.last_args, self.last_result = list(args), result
         return result
 
+    def current_model(self, option: Any) -> Any:
+        """The model a call with this option would run on now (None if that cannot be said without a wait)."""
+        try:
+            options = self.check_option(option, None)
+            if options.model:
+                return self.named.get(self.named_files(options.model)).model  # starts a swap when files changed
+        except Exception:  # unknown name, still loading: the full path answers it
+            return None
+        return self.model
+
     def is_aggregate(self) -> bool:
         return False
+
+
+def literal_option(expression: Any) -> Any:
+    """The option's value when the rule gives it as a literal (`{"Val": 3}`) or as
+    `object_construct("model", "partB", "threshold", 0.6)` of literals; None when it is only known per row."""
+    if not isinstance(expression, dict):
+        return None
+    if "Val" in expression:
+        return expression["Val"]
+    arguments = expression.get("Args")
+    if str(expression.get("Name", "")).lower() == "object_construct" and isinstance(arguments, list) \
+            and len(arguments) % 2 == 0 and all(isinstance(a, dict) and "Val" in a for a in arguments):
+        values = [a["Val"] for a in arguments]
+        return dict(zip(values[::2], values[1::2], strict=True))
+    return None
 
 
 def per_frame_functions(settings: dict) -> list[ModelFunction]:

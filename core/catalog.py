@@ -24,6 +24,9 @@ LABEL_IMAGE = FunctionSpec(
     sample=label.SAMPLE_IMAGE,
     runtimes=lambda section: label.candidate_runtimes(section["runtime"]),
     streams=lambda runtime: runtime == "openvino",
+    suffixes=(".tflite",),
+    labelled=True,
+    exports=False,
 )
 
 INFERENCE = FunctionSpec(

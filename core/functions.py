@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import InputError, shown
+from core.model_names import check_name
 from core.results import json_schema
 from core.settings import SCHEMA, defaults, is_number
 
@@ -32,6 +33,15 @@ class Model(Protocol):
     def load(self, streams: int = 1) -> Model:
         """Reads and compiles the model; returns self. streams: calls it runs at once, from any threads
         (more than 1 only where the declaration's `streams` allows). Raises whatever the runtime raises."""
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """A call's second argument, parsed (Option.parse)."""
+
+    value: Any = None  # the option's number (k, threshold), checked; None: the default
+    model: str | None = None  # a model by name (core/model_names.py); None: the configured model
+    explain: bool = False  # the answer says which model and version served it
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,31 @@ class Option:
             raise InputError(f"{self.name} must be {self.rule(most)}, got {shown(value, json.dumps)}")
         return int(value) if self.kind is int else value
 
+    def parse(self, value: Any, model: Any = None) -> CallOptions:
+        """The second argument as a call takes it: null, the option's number, or an object of
+        {<name>: number, "model": a model's name, "explain": bool} (in SQL: `object_construct(...)`).
+
+        Raises:
+            InputError: an unknown key, a value that breaks its rule, or neither a number nor an object; one line.
+        """
+        if value is None:
+            return CallOptions()
+        if not isinstance(value, dict):
+            try:
+                return CallOptions(value=self.check(value, model))
+            except InputError as e:
+                raise InputError(f"{e}; or an object such as {{\"{self.name}\": ..., \"model\": \"name\"}}") from None
+        keys = (self.name, "model", "explain")
+        unknown = [key for key in value if key not in keys]
+        if unknown:
+            raise InputError(f"the options object takes {', '.join(keys)}; got {shown(unknown[0])}")
+        explain = value.get("explain", False)
+        if not isinstance(explain, bool):
+            raise InputError(f"explain must be true or false, got {shown(explain, json.dumps)}")
+        name = value.get("model")
+        return CallOptions(value=None if value.get(self.name) is None else self.check(value[self.name], model),
+                           model=None if name is None else check_name(name), explain=explain)
+
     @property
     def default(self) -> Any:
         """The schema's default of `default_key`: what applies when the option is left out."""
@@ -111,6 +146,9 @@ class FunctionSpec:
         runtimes: its config section -> the runtimes a load measures ("auto" left open), passed to the
             model as its `runtime` keyword; (None,): the model has one runtime.
         streams: runtime -> whether `load(streams=N)` can run N calls at once (OpenVINO's streams).
+        suffixes: the model files a name may stand for (core/model_names.py), in the order looked for.
+        labelled: a model by name needs its labels file beside it (`<name>.txt`).
+        exports: a name may stand for a folder holding an anomalib export.
     """
 
     name: str
@@ -123,6 +161,9 @@ class FunctionSpec:
     sample: str
     runtimes: Callable[[dict], tuple[str | None, ...]] = lambda section: (None,)
     streams: Callable[[str | None], bool] = lambda runtime: True
+    suffixes: tuple[str, ...] = (".xml", ".onnx", ".tflite")
+    labelled: bool = False
+    exports: bool = True
 
     def __post_init__(self) -> None:
         """Refuses a declaration whose config section is missing (its model's keywords come from there)."""

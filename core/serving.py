@@ -7,6 +7,8 @@ loads or after it failed to).
 """
 import collections
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -18,9 +20,12 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError, ModelUnavailable, first_line
-from core.functions import FunctionSpec
+from core.functions import CallOptions, FunctionSpec
 from core.image_input import decode_image
+from core.model_names import ModelFiles, resolve, search_folders
+from core.model_pool import NamedModels
 from core.results import answer
+from core.settings import PLUGIN_DIR
 from core.tuning import Record, fastest, identity, thread_counts, threads_name, usable_cores
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ class ServedFunction:
         self.files_seen = None
         self.load_started = False
         self.held = None  # a reason to serve nothing (a degraded worker); no model loads
+        self.last_model = None  # the model the last frame ran on (a model by name, or the configured one)
 
     def start_loading(self) -> None:
         """Loads the model in a background thread (once at a time; a load already running is kept)."""
@@ -90,10 +96,33 @@ class ServedFunction:
         """The loaded model, from validated settings (its section's threads already chosen)."""
         return self.spec.build(settings)
 
-    def check_option(self, option: Any, model: Any) -> Any:
-        """The second argument, checked (InputError if bad) and converted; model is None
-        before it is loaded, so checks that need it (a class count) are left for later."""
-        return self.spec.option.check(option, model)
+    def check_option(self, option: Any, model: Any) -> CallOptions:
+        """The second argument, checked (InputError if bad) and parsed (core.functions.Option.parse); model
+        is None before it is loaded, so checks that need it (a class count) are left for later."""
+        return self.spec.option.parse(option, model)
+
+    def named_files(self, name: str) -> ModelFiles:
+        """A model by name's files (core/model_names.py). Raises InputError: no such model, in one line."""
+        spec = self.spec
+        return resolve(name, spec.suffixes, search_folders(self.settings["models"]["uploads"], PLUGIN_DIR),
+                       labelled=spec.labelled, exports=spec.exports)
+
+    @functools.cached_property
+    def named(self) -> NamedModels:
+        """This function's models by name (core/model_pool.py)."""
+        conf = self.settings["models"]
+        return NamedModels(self.name, self.build_named, conf["max_loaded"], conf["settle_seconds"],
+                           MODEL_WAIT_SECONDS, LOADING)
+
+    def build_named(self, files: ModelFiles) -> Any:
+        """A model by name, loaded with the configured model's settings (its measured threads and runtime)."""
+        section = {**self.settings[self.section], "model": files.model}
+        if files.labels:
+            section["labels"] = files.labels
+        for key in ("threads", "runtime"):
+            if key in section and self.model is not None and getattr(self.model, key, None) is not None:
+                section[key] = getattr(self.model, key)
+        return self.build({**self.settings, self.section: section})
 
     def run(self, model: Any, pixels: np.ndarray, size: tuple[int, int], option: Any) -> Any:
         """The function's answer (JSON) for decoded pixels; size: (width, height) of the image as sent."""
@@ -180,16 +209,33 @@ class ServedFunction:
             raise InputError(f"{self.name} takes 1 or 2 arguments: {self.usage}, got {len(args)}")
 
     def serve_one(self, model: Any, image: Any, option: Any) -> Any:
-        """One frame: the option checked against the model, the image decoded as large as it needs, the model run.
+        """One frame: the option checked against the model (a model by name swapped in), the image decoded as
+        large as it needs, the model run.
 
         Raises:
-            InputError: a bad option or image (one line).
+            InputError: a bad option or image, or an unknown model name (one line).
+            ModelUnavailable: a model by name is still loading, or failed to (one line).
         """
-        if option is not None:
-            option = self.check_option(option, model)
+        options = self.check_option(option, model)
+        served = None
+        if options.model:
+            served = self.named.get(self.named_files(options.model))
+            model = served.model
+            if options.value is not None:
+                options = dataclasses.replace(options, value=self.spec.option.check(options.value, model))
+        self.last_model = model
         limits = self.settings["input"]
         pixels, size = decode_image(image, limits["max_pixels"], limits["max_bytes"], model.decode_size)
-        return self.run(model, pixels, size, option)
+        result = self.run(model, pixels, size, options.value)
+        if options.explain:
+            result = explained(result, *((served.name, served.version) if served else self.configured_version()))
+        return result
+
+    def configured_version(self) -> tuple[str, str]:
+        """(name, version) of the configured model, as `explain` states them: its file's name and its files' times."""
+        paths = self.spec.model_paths(self.settings)
+        files = ModelFiles(os.path.splitext(os.path.basename(paths[0]))[0], paths[0], tuple(paths))
+        return files.name, ModelFiles.version_of(files.stats())
 
 
 class ModelCopies:
@@ -362,6 +408,14 @@ class ServedWindow(ServedFunction):
         window = f" for a window of {frames} frames" if frames else ""
         return {"error": f"not served within the {self.budget_seconds:g} s budget{window} "
                          f"(batch.budget_seconds, under kuiperd's 5 s per call); use smaller windows"}
+
+
+def explained(result: Any, name: str, version: str) -> Any:
+    """The answer with the model that served it: an object gains "model" and "version"; a list (labelImage's)
+    becomes {"labels": the list, "model", "version"}."""
+    if isinstance(result, dict):
+        return {**result, "model": name, "version": version}
+    return {"labels": result, "model": name, "version": version}
 
 
 def mtime(path: str) -> int | None:

@@ -207,6 +207,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_rss_mb": _key(0, whole(0),  # 0: half of the box's memory
             "The worker's resident-memory cap; 0: half of the box's memory."),
     },
+    "models": {
+        "uploads": _key(None, optional(file_path()),
+            "Where models by name (`{\"model\": \"partB\"}`) are looked up first; null: kuiperd's upload folder "
+            "(`<data dir>/uploads`, where `POST /config/uploads` stores files), then the plugin's `models/`.",
+            path=True),
+        "max_loaded": _key(4, whole(1, 64),
+            "Models by name kept loaded per function; beyond, the least recently used is unloaded."),
+        "settle_seconds": _key(1.0, number(0, 60),
+            "A model's files must be unchanged this long before they are read (an upload in progress, an IR's "
+            "`.xml` and `.bin` replaced one after the other); until then the version loaded before answers."),
+    },
     "tuning": {
         "record": _key("models/measured.json", optional(file_path()),
             "Where what was measured at load (threads, runtime, window serving) is kept; a later load on the "

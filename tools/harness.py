@@ -481,6 +481,20 @@ class KuiperClient:
         except ValueError:
             return text
 
+    def upload(self, name: str, data: bytes) -> str:
+        """POST /config/uploads as a multipart form (field `uploadFile`), as eKuiper's manager uploads a
+        binary file; returns the stored file's path (kuiperd's `<data dir>/uploads/<name>`)."""
+        boundary = f"defect-{uuid.uuid4().hex}"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"uploadFile\"; filename=\"{name}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(self.base_url + "/config/uploads", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as e:
+            raise KuiperError("POST", "/config/uploads", e.code, e.read().decode(errors="replace")) from None
+
     def ping(self) -> bool:
         try:
             self.request("GET", "/ping")

@@ -74,6 +74,7 @@ CI = ".ci/run (CI: `make test`, lint then every test)"
 TUTORIALS = "tests/e2e/test_tutorials.py (the tutorials' streams, rules and sink topics, in a real kuiperd)"
 INSTALL = "tests/e2e/conftest.py (the defect_plugin fixture installs build/defect.zip by POST /plugins/portables " \
           "and waits for its status; every test in tests/e2e/ uses it)"
+UPLOADS = "tests/e2e/test_models_by_name_rules.py (uploads each IR file as this multipart form field, uploadFile)"
 SERVICE_HTTP = "tests/integration/test_service_http.py (raw, multipart and JSON bodies against service/service.py)"
 
 MAPPED: dict[str, str] = {
@@ -93,6 +94,8 @@ MAPPED: dict[str, str] = {
     'inference(image)->base64 AS afterProcess FROM openvino_demo WHERE inference(image)->defect >= 0", '
     '"actions": [{"mqtt": {"server": "tcp://127.0.0.1:1883", "topic": "ekuiper/defect", "sendSingle": true}}]}\'':
         TUTORIALS,
+    "curl -F uploadFile=@partB.xml http://127.0.0.1:9081/config/uploads": UPLOADS,
+    "curl -F uploadFile=@partB.bin http://127.0.0.1:9081/config/uploads": UPLOADS,
     "make package-offline": CI + ": its package-offline prerequisite; tests/integration/test_install.py installs it",
     "make package-offline PLATFORM=linux_aarch64 PYTHON=3.11":
         CI + ": its PLATFORM_ZIPS prerequisite builds this zip; tests/platforms/test_platforms.py installs it",

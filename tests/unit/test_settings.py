@@ -39,6 +39,9 @@ VALUES = {
     "batch.workers": ([0, 4], [-1, 2.5]),
     "batch.budget_seconds": ([0.01, 4, 4.5], [0, 4.6, 5, -1, "4"]),
     "batch.serving": (["auto", "copies", "shared", "streams"], ["", "queue", 1, None]),
+    "models.uploads": (["/srv/kuiper/data/uploads", "uploads", None], ["", 3, ["a"]]),
+    "models.max_loaded": ([1, 4, 64], [0, 65, 2.5, "4", None]),
+    "models.settle_seconds": ([0, 1, 2.5, 60], [-1, 61, "1", None]),
     "tuning.record": (["models/measured.json", "/abs/measured.json", None], ["", "  ", 3, ["a"]]),
     "worker.max_restarts": ([0, 5], [-1, 1.5]),
     "worker.restart_window_seconds": ([0.5, 60], [0, -5, "60"]),
@@ -99,9 +102,10 @@ def test_values_are_converted_to_their_keys_types(tmp_path):
                                     "the keys of defect are model, device, threshold, color, min_area, jpeg_quality, "
                                     "threads, input_size, input_scale, output"),
     ({"lable": {}}, 'unknown section "lable" ({src}): did you mean label?; '
-                    "the sections are label, defect, batch, worker, tuning, input"),
+                    "the sections are label, defect, batch, worker, models, tuning, input"),
     ({"defect": 3}, "defect must be an object of keys, got 3 ({src})"),
-    ([1, 2], "{src} must hold a JSON object of sections (label, defect, batch, worker, tuning, input), got list"),
+    ([1, 2], "{src} must hold a JSON object of sections (label, defect, batch, worker, models, tuning, input), "
+             "got list"),
     ("{not json", "{src} is not valid JSON: Expecting property name enclosed in double quotes: "
                   "line 1 column 2 (char 1)"),
 ])
