@@ -196,10 +196,10 @@ class DefectSegmenter:
         """
         # OpenVINO loads with the first model, not with this module: a process imports the
         # function declarations (core/catalog.py) long before, and answers kuiperd meanwhile.
-        from core.openvino_runtime import ColorFormat, PrePostProcessor, ov
+        from core.openvino_runtime import ColorFormat, PrePostProcessor, new_core, ov
         if not os.path.isfile(self.model_path):
             raise FileNotFoundError(f"model file not found: {self.model_path}")
-        model = (core or ov.Core()).read_model(self.model_path)
+        model = (core or new_core()).read_model(self.model_path)
         if len(model.inputs) != 1:
             raise ValueError(f"{self.model_path} has {len(model.inputs)} inputs; a one-image segmenter is needed")
         self.outputs = choose_outputs(model, self.output)
@@ -236,8 +236,8 @@ class DefectSegmenter:
         Raises:
             What `prepare` and OpenVINO raise.
         """
-        from core.openvino_runtime import Inference, ov
-        core = ov.Core()
+        from core.openvino_runtime import Inference, new_core
+        core = new_core()
         model = self.prepare(core)
         self.device = choose_device(core, self.device_wanted)
         config = {"PERFORMANCE_HINT": "LATENCY"}

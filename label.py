@@ -57,7 +57,11 @@ def make_interpreter(model_path: str, threads: int = 0) -> Any:
         from tflite_runtime.interpreter import Interpreter
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"model file not found: {model_path}")
-    return Interpreter(model_path=model_path, num_threads=threads or usable_cores())
+    # From memory, not model_path (which LiteRT maps): a file replaced in place (kuiperd's upload
+    # truncates and rewrites it) must not change, or fault, the interpreter that serves.
+    with open(model_path, "rb") as f:
+        content = f.read()
+    return Interpreter(model_content=content, num_threads=threads or usable_cores())
 
 
 class LiteRTRunner:
@@ -94,10 +98,10 @@ class OpenVINORunner:
 
     def __init__(self, model_path: str, threads: int = 0, streams: int = 1):
         # Only this runtime needs OpenVINO; a LiteRT start stays as light as before.
-        from core.openvino_runtime import Inference, ov
+        from core.openvino_runtime import Inference, new_core, ov
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")
-        core = ov.Core()
+        core = new_core()
         model = core.read_model(model_path)
         self.input_shape = tuple(int(n) for n in model.input().get_shape())
         self.input_is_float = model.input().get_element_type() == ov.Type.f32

@@ -55,6 +55,7 @@ class ModelFunction(ServedFunction, Function):
         # would serve it (a model by name may have been swapped since).
         if args == self.last_args and self.current_model(option) is self.last_model:
             return self.last_result
+        self.last_args = None  # a call that fails leaves nothing to answer from memory
         if option is not None:
             self.check_option(option, None)  # before any wait for the model
         result = self.serve_one(self.ready_model(), args[0], option)

@@ -101,10 +101,7 @@ class Option:
         if value is None:
             return CallOptions()
         if not isinstance(value, dict):
-            try:
-                return CallOptions(value=self.check(value, model))
-            except InputError as e:
-                raise InputError(f"{e}; or an object such as {{\"{self.name}\": ..., \"model\": \"name\"}}") from None
+            return CallOptions(value=self.check(value, model))
         keys = (self.name, "model", "explain")
         unknown = [key for key in value if key not in keys]
         if unknown:

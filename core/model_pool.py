@@ -82,11 +82,16 @@ class NamedModels:
                 entry.done.clear()
                 threading.Thread(target=self._load, args=(files, stats, entry), daemon=True,
                                  name=f"load-{self.what}-{files.name}").start()
+            loading = entry.loading
         if loaded is not None:
             return loaded  # the version before keeps answering until the new one is loaded
-        if entry.loading and entry.done.wait(self.wait_seconds) and entry.loaded is not None:
-            return entry.loaded
-        if entry.loading:
+        if loading:
+            entry.done.wait(self.wait_seconds)
+        with self.lock:
+            if entry.loaded is not None:
+                return entry.loaded
+            loading = entry.loading
+        if loading:
             raise ModelUnavailable(f"{self.what}: model {files.name} is still loading; the next frames will be served")
         if entry.error and entry.failed == stats:
             raise ModelUnavailable(entry.error)
@@ -117,11 +122,10 @@ class NamedModels:
 
     def _evict(self, keep: str) -> None:
         """Unloads the least recently used names beyond max_loaded (caller holds the lock)."""
-        loaded = [name for name, entry in self.entries.items() if entry.loaded is not None]
-        for name in loaded[:max(0, len(loaded) - self.max_loaded)]:
-            if name != keep:
-                log.info("%s: model %s unloaded (models.max_loaded %d)", self.what, name, self.max_loaded)
-                del self.entries[name]
+        others = [name for name, entry in self.entries.items() if entry.loaded is not None and name != keep]
+        for name in others[:max(0, len(others) + 1 - self.max_loaded)]:  # `keep` counts as one of max_loaded
+            log.info("%s: model %s unloaded (models.max_loaded %d)", self.what, name, self.max_loaded)
+            del self.entries[name]
 
     def listing(self) -> list[dict]:
         """What is loaded: name, version, load time (ISO), most recently used last."""

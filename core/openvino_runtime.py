@@ -24,7 +24,15 @@ sys.modules.setdefault("openvino.tools.ovc", None)
 import openvino as ov  # noqa: E402
 from openvino.preprocess import ColorFormat, PrePostProcessor  # noqa: E402
 
-__all__ = ["ColorFormat", "Inference", "PrePostProcessor", "ov"]
+__all__ = ["ColorFormat", "Inference", "PrePostProcessor", "new_core", "ov"]
+
+
+def new_core() -> ov.Core:
+    """An OpenVINO Core that reads model files into memory rather than mapping them: a model file replaced
+    in place (kuiperd's upload truncates and rewrites it) must not change, or fault, a model that serves."""
+    core = ov.Core()
+    core.set_property({"ENABLE_MMAP": False})
+    return core
 
 
 class Inference:
@@ -43,7 +51,9 @@ class Inference:
             self.lock = threading.Lock()
         else:
             self.queue = ov.AsyncInferQueue(compiled, jobs)
-            self.queue.set_callback(self._done)
+            # A module-level callback: a bound method would tie this object to the queue through C++,
+            # a cycle Python's collector cannot see, and no Inference with streams would ever be freed.
+            self.queue.set_callback(_done)
             # start_async picks an idle request without reserving it: two threads starting at once can
             # pick the same one ("Infer Request is busy"). One start at a time; the inferences overlap.
             self.starting = threading.Lock()
@@ -56,23 +66,30 @@ class Inference:
             with self.lock:
                 results = self.request.infer(inputs)
                 return [results[i] for i in range(self.outputs)]
-        waiting = _Waiting()
+        waiting = _Waiting(self.outputs)
         with self.starting:
             self.queue.start_async(inputs, waiting)
         return waiting.result()
 
-    def _done(self, request: ov.InferRequest, waiting: _Waiting) -> None:
-        # Runs on OpenVINO's thread: copy the outputs out before the request is reused.
-        try:
-            waiting.set([request.get_output_tensor(i).data.copy() for i in range(self.outputs)])
-        except BaseException as e:
-            waiting.set(e)
+
+def _done(request: ov.InferRequest, waiting: _Waiting) -> None:
+    """AsyncInferQueue's callback, on OpenVINO's thread: copy the outputs out before the request is reused."""
+    try:
+        waiting.set([request.get_output_tensor(i).data.copy() for i in range(waiting.outputs)])
+    except BaseException as e:  # handed to the caller's thread, raised there
+        waiting.set(e)
+
+
+# OpenVINO calls the callback only for an inference that succeeded; a failed one leaves its caller
+# waiting. No inference of ours takes this long: past it the call fails instead of hanging a worker.
+RESULT_WAIT_SECONDS = 60.0
 
 
 class _Waiting:
     """One asynchronous call's result, for the thread that started it."""
 
-    def __init__(self):
+    def __init__(self, outputs: int):
+        self.outputs = outputs
         self.done = threading.Event()
         self.value: Any = None
 
@@ -81,7 +98,8 @@ class _Waiting:
         self.done.set()
 
     def result(self) -> list:
-        self.done.wait()
+        if not self.done.wait(RESULT_WAIT_SECONDS):
+            raise RuntimeError(f"OpenVINO gave no result within {RESULT_WAIT_SECONDS:g} s (the inference failed)")
         if isinstance(self.value, BaseException):
             raise self.value
         return self.value

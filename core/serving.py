@@ -165,10 +165,12 @@ class ServedFunction:
     def record_of(self, candidates: dict[str, Any]) -> tuple[Record | None, Any]:
         """tuning.record's Record (None: not kept), and what a measurement of these candidates depends on."""
         path = self.settings.get("tuning", {}).get("record")
-        described = {name: (c if isinstance(c, dict) else repr(c)) for name, c in candidates.items()}
+        # A candidate that is no settings (a window's way of serving) is described by its name; what it
+        # depends on beyond the settings (the runtime, the workers) is in its name or in self.settings.
+        described = {name: c for name, c in candidates.items() if isinstance(c, dict)}
         return (Record(path) if path else None,
                 lambda: identity(self.spec.model_paths(self.settings), list(candidates),
-                                 {"settings": described, "function": self.spec.name}))
+                                 {"settings": described or self.settings, "function": self.name}))
 
     def with_threads(self, threads: int) -> dict:
         """The settings with this function's model section set to `threads`."""
@@ -216,7 +218,8 @@ class ServedFunction:
             InputError: a bad option or image, or an unknown model name (one line).
             ModelUnavailable: a model by name is still loading, or failed to (one line).
         """
-        options = self.check_option(option, model)
+        named = isinstance(option, dict) and option.get("model") is not None
+        options = self.check_option(option, None if named else model)  # a named model sets its own bounds
         served = None
         if options.model:
             served = self.named.get(self.named_files(options.model))
@@ -315,18 +318,20 @@ class ServedWindow(ServedFunction):
         wide = {**settings, self.section: {**settings[self.section], "threads": cores}}
         ways = {}
         serving = self.settings["batch"].get("serving", "auto")
+        on = f" ({runtime})" if runtime else ""
         if serving in ("auto", "copies"):
-            ways[f"{workers} copies at 1 thread"] = lambda: ModelCopies([self.build(settings) for _ in range(workers)])
+            ways[f"{workers} copies at 1 thread{on}"] = \
+                lambda: ModelCopies([self.build(settings) for _ in range(workers)])
         if serving in ("auto", "shared") and (workers > 1 or serving == "shared"):
-            ways[f"1 model at {threads_name(cores)}"] = lambda: ModelCopies([self.build(wide)] * workers)
+            ways[f"1 model at {threads_name(cores)}{on}"] = lambda: ModelCopies([self.build(wide)] * workers)
         if serving in ("auto", "streams") and self.spec.streams(runtime) and (workers > 1 or serving == "streams"):
-            ways[f"1 model with {workers} streams"] = \
+            ways[f"1 model with {workers} streams{on}"] = \
                 lambda: ModelCopies([self.spec.build(settings, streams=workers)] * workers)
         if not ways:
             raise ValueError(f"batch.serving {serving} needs OpenVINO; {self.spec.name} runs on {runtime}")
         name, models = self.tuned(ways, self.name, self.probe_window, "set batch.serving in the config to override",
                                   build=lambda way: way())
-        log.info("%s: %d workers, %s%s", self.name, workers, name, f" ({runtime})" if runtime else "")
+        log.info("%s: %d workers, %s", self.name, workers, name)
         return models
 
     def per_frame_runtime(self) -> str | None:
