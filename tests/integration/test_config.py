@@ -125,7 +125,7 @@ import json
 from core.catalog import LABEL_IMAGE
 from core.serving import ServedFunction
 from tests.support.plugin_settings import cat, thread_count, with_keys
-function = ServedFunction(LABEL_IMAGE, with_keys(label={{"threads": {threads}}}))
+function = ServedFunction(LABEL_IMAGE, with_keys(label={{"threads": {threads}, "runtime": "litert"}}))
 before = thread_count()
 model = function.load_model()
 top = model.label(cat())[0].label

@@ -110,6 +110,7 @@ def test_validate_checks_a_literal_name_at_rule_creation(settings, uploads):
     as_sql = {"Name": "object_construct", "Args": [{"Val": "model"}, {"Val": "partB"}, {"Val": "threshold"},
                                                     {"Val": 0.6}]}
     assert inference.validate([{"Name": "image"}, as_sql]) == ""
+    served(inference, [surface("good_00"), {"model": "partB"}])  # partB's load done: cls's is not queued behind it
     unknown = {**as_sql, "Args": [{"Val": "model"}, {"Val": "partZ"}]}
     assert "no model named 'partZ'" in inference.validate([{"Name": "image"}, unknown])
     wrong_kind = {**as_sql, "Args": [{"Val": "model"}, {"Val": "cls"}]}  # a classifier is no segmenter
@@ -122,7 +123,10 @@ def test_validate_checks_a_literal_name_at_rule_creation(settings, uploads):
 def test_the_window_form_takes_the_same_object(settings, uploads):
     window = loaded(WindowFunction, INFERENCE, settings, uploads)
     frames = [surface("bad_02_3"), surface("good_00")]
-    served(window, [frames[:1], {"model": "partB"}])  # loads partB
+    deadline = time.monotonic() + 60
+    while "error" in window.exec([frames[:1], {"model": "partB"}], None)[0]:  # the first windows load partB
+        assert time.monotonic() < deadline, "partB never loaded"
+        time.sleep(0.1)
     results = window.exec([frames, {"model": "partB"}], None)
     assert [r["anomalous"] for r in results] == [True, False]
 

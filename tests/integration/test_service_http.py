@@ -376,8 +376,9 @@ def test_503_while_loading_then_served_and_a_failed_model_gives_its_reason(tmp_p
     os.mkfifo(fifo)
     overlay = tmp_path / "site.json"
     overlay.write_text(json.dumps({"defect": {"model": str(tmp_path / "missing.xml")},
-                                   "input": {"max_bytes": 100_000}}))
-    # One model copy: each copy reads the labels file, and the FIFO is written once.
+                                   "label": {"runtime": "litert", "threads": 1}, "input": {"max_bytes": 100_000}}))
+    # One model copy, its runtime and threads set (nothing measured): each build reads the labels file, and
+    # the FIFO is written once.
     service = ServiceProcess(["--workers", "1"], env={"LABEL_LABELS": str(fifo), "DEFECT_CONFIG": str(overlay)}).start()
     try:
         service.wait_listening()

@@ -361,6 +361,10 @@ def test_a_unary_call_waits_for_a_busy_copy_only_until_its_deadline(big_png):
         threads, answers = post_in_background(service, big_png, 8)
         wait_until(lambda: metric(service, "defect_service_copies_busy", function="labelImage") == 1, 120,
                    what="the big PNGs never took the copy")
+        # The rest queued ahead of the call (each PNG takes a while to arrive and parse): first come first
+        # served, the call then waits behind them for longer than its deadline on any box.
+        wait_until(lambda: metric(service, "defect_service_copies_waiting", function="labelImage") >= 5, 120,
+                   what="the big PNGs never queued for the copy")
         with pytest.raises(grpc.RpcError) as answer:
             stub.LabelImage(defect_pb2.LabelImageRequest(image=read(PARROT), k=1), timeout=1.5)
         assert answer.value.code() == grpc.StatusCode.UNAVAILABLE, answer.value.details()

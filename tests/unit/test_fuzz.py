@@ -55,7 +55,7 @@ def functions(settings):
     made = [ModelFunction(LABEL_IMAGE, settings), ModelFunction(INFERENCE, settings)]
     for function in made:
         function.start_loading()
-        function.ready_model()
+        assert function.loaded.wait(120) and function.error is None, function.error  # ready_model waits 3 s
     return made
 
 

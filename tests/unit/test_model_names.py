@@ -120,9 +120,11 @@ def test_a_file_still_being_written_is_not_read(tmp_path):
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(tmp_path):
     files = settled_files(tmp_path)
+    tried = []
 
     def build(f):
         content = open(f.model, "rb").read()
+        tried.append(content)
         if content == b"broken":
             raise ValueError("not a model")
         return content
@@ -130,9 +132,14 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(tmp_path):
     models = pool(build)
     assert models.get(files).model == b"v1"
     settled_files(tmp_path, content=b"broken", age=5.0)
-    for _ in range(50):  # the failed load is tried once for these files, the old version answers throughout
-        assert models.get(files).model == b"v1"
+    assert models.get(files).model == b"v1"  # starts the new version's load; the old one answers
+    deadline = time.monotonic() + 10
+    while tried.count(b"broken") < 1 or models.entries["m"].loading:  # until the broken load has finished
+        assert time.monotonic() < deadline, "the new version's load never ran"
         time.sleep(0.01)
+    for _ in range(20):  # the old version keeps answering, and the broken files are not tried again
+        assert models.get(files).model == b"v1"
+    assert tried == [b"v1", b"broken"]
     fresh = pool(build)
     with pytest.raises(ModelUnavailable, match="could not be loaded: ValueError: not a model"):
         fresh.get(files)
