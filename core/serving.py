@@ -72,10 +72,12 @@ class ServedFunction:
             threading.Thread(target=self._load, name=f"load-{self.name}", daemon=True).start()
 
     def _load(self) -> None:
+        measure_later = False
         try:
             self.files_seen = self.model_files()
             with LOADING:
-                self.model, self.error = self.load_model(), None
+                model, measure_later = self.first_model()
+                self.model, self.error = model, None
             self.model_changed()
             log.info("%s: model loaded", self.name)
         except Exception as e:  # any loader failure becomes the function's answer
@@ -84,6 +86,31 @@ class ServedFunction:
         finally:
             self.loaded.set()
             self.loading.release()
+        if measure_later:
+            threading.Thread(target=self._measure, name=f"measure-{self.name}", daemon=True).start()
+
+    def first_model(self) -> tuple[Any, bool]:
+        """(the model to serve at once, whether a measurement is still to be made). With no record of this
+        box yet, frames are served by the first runtime at every core while the candidates are measured
+        (`_measure`): the measurement at load never holds the first frames past the model wait."""
+        candidates = self.configurations(self.settings[self.section].get("threads") or 0)
+        record, identity_of = self.record_of(candidates)
+        entry = record.get(self.name, identity_of()) if record is not None and len(candidates) > 1 else None
+        if len(candidates) == 1 or (entry and entry.get("choice") in candidates):
+            return self.load_model(), False
+        first = self.spec.runtimes(self.settings[self.section])[0]
+        initial = [name for name in candidates if first is None or name.startswith(f"{first} ")][-1]
+        return self.build(candidates[initial]), True
+
+    def _measure(self) -> None:
+        """The measurement `first_model` left for later; its choice replaces the model serving meanwhile."""
+        try:
+            model = self.load_model()
+        except Exception:  # the model serving meanwhile stays
+            log.exception("%s: the measurement at load failed; the model loaded first keeps serving", self.name)
+            return
+        self.model = model
+        self.model_changed()
 
     def model_changed(self) -> None:
         """Called after a (re)load: a subclass forgets what the old model answered."""
@@ -333,6 +360,10 @@ class ServedWindow(ServedFunction):
                                   build=lambda way: way())
         log.info("%s: %d workers, %s", self.name, workers, name)
         return models
+
+    def first_model(self) -> tuple[Any, bool]:
+        # A window loads when a rule that uses it is created, and its measurement is short: made at once.
+        return self.load_model(), False
 
     def per_frame_runtime(self) -> str | None:
         """The runtime the per-frame function runs on here: the configured one, or the one its load measured

@@ -49,6 +49,7 @@ def anomalib_kuiperd(mosquitto):
         node.client.install_portable_plugin("defect", zip_path.resolve().as_uri())
         harness.wait_until(lambda: node.client.portable_plugin_status("defect")["status"] == "running", 30,
                            what="defect plugin running")
+        node.wait_models_loaded()  # a frame sent before may meet "still loading" on a busy box
         yield node
     finally:
         node.stop()

@@ -28,10 +28,22 @@ def upload_ir(client, name, source):
         assert stored.endswith(os.path.join("data", "uploads", f"{name}{suffix}")), stored
 
 
+def messages(collector):
+    """The sink's rows; a rule's error (sendError) arrives as plain text, kept as {"error": text}."""
+    out = []
+    for payload in collector.payloads():
+        try:
+            out.append(json.loads(payload))
+        except ValueError:
+            out.append({"error": payload.decode(errors="replace")})
+    return out
+
+
 def counted(collector):
-    """{seq: row} of the counted frames (seq 0 on; warm-up rows may still arrive), once all are in or after 60 s."""
+    """{seq: row} of the counted frames (seq 0 on; warm-up rows may still arrive), once all are in or after 60 s.
+    A plain-text error row has no seq: it is counted in `errors` by the caller."""
     def rows():
-        return {m["seq"]: m for m in collector.json() if isinstance(m.get("seq"), int) and m["seq"] >= 0}
+        return {m["seq"]: m for m in messages(collector) if isinstance(m.get("seq"), int) and m["seq"] >= 0}
     harness.wait_until(lambda: len(rows()) >= AFTER, 60, what=f"{AFTER} answers on {collector.topic}")
     return rows()
 
@@ -59,7 +71,7 @@ def test_two_rules_use_their_own_models_and_a_replaced_model_swaps_in_without_a_
     for seq in range(-40, 0):
         mqtt_pub.publish(topic, json.dumps({"seq": seq, "image": frame}).encode())
         time.sleep(1 / RATE)
-        answered = [m for m in out_a.json() + out_b.json() if "result" in m and "error" not in m["result"]]
+        answered = [m for m in messages(out_a) + messages(out_b) if "error" not in m.get("result", {"error": 1})]
         if {m["result"]["model"] for m in answered} == {part_a, part_b}:
             break
 
@@ -69,7 +81,10 @@ def test_two_rules_use_their_own_models_and_a_replaced_model_swaps_in_without_a_
             upload_ir(kuiper, part_a, os.path.join(ANOMALIB, "model"))  # partA becomes the anomalib export
         mqtt_pub.publish(topic, json.dumps({"seq": seq, "image": frame}).encode())
         time.sleep(max(0.0, started + (seq + 1) / RATE - time.monotonic()))
+    warm_errors = len([m for m in messages(out_a) + messages(out_b) if "seq" not in m])
     a, b = counted(out_a), counted(out_b)
+    late_errors = len([m for m in messages(out_a) + messages(out_b) if "seq" not in m]) - warm_errors
+    assert late_errors == 0, [m for m in messages(out_a) + messages(out_b) if "seq" not in m][-3:]
     assert sorted(a) == sorted(b) == list(range(AFTER))  # every frame answered by both rules
     errors = [m for m in list(a.values()) + list(b.values()) if "error" in m.get("result", {"error": 1})]
     assert not errors, errors[:3]  # none refused, none "still loading"

@@ -165,3 +165,28 @@ def test_the_window_keeps_the_serving_its_own_log_line_reports_faster(settings, 
 def frame_for(model):
     width, height = model.decode_size
     return np.random.default_rng(1).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def test_with_no_record_yet_the_first_frames_are_served_while_the_measurement_runs(settings, caplog, tmp_path,
+                                                                                   monkeypatch):
+    """A load that must measure first serves the first runtime at every core, then swaps in the choice."""
+    monkeypatch.setattr("label.platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("core.tuning.usable_cores", lambda: 2)
+    auto = measured(settings, str(tmp_path / "measured.json"), runtime="auto", threads=0)
+    function = ServedFunction(LABEL_IMAGE, auto)
+    with caplog.at_level(logging.INFO):
+        function.start_loading()
+        assert function.loaded.wait(120) and function.error is None, function.error
+        first = function.model
+        assert (first.runtime, first.threads) == ("litert", 2)  # serving before any measurement
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "measured.json").exists() or function.model is first:
+            assert time.monotonic() < deadline, "the measurement never replaced the first model"
+            time.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("labelImage:")]
+    assert said[0] == "labelImage: model loaded" and "measured at load" in said[1], said
+    kept = re.match(r"labelImage: (\w+) at (\d+) thread", said[1]).groups()
+    assert (function.model.runtime, function.model.threads) == (kept[0], int(kept[1]))
+    again = ServedFunction(LABEL_IMAGE, auto)  # the next load reads the record: no interim model
+    model, measure_later = again.first_model()
+    assert not measure_later and (model.runtime, model.threads) == (kept[0], int(kept[1]))
