@@ -10,7 +10,7 @@ from typing import Any
 from ekuiper import Function
 
 from core.catalog import FUNCTIONS
-from core.errors import InputError, ModelUnavailable
+from core.errors import InputError, ModelFailed
 from core.functions import FunctionSpec
 from core.serving import ServedFunction
 
@@ -42,9 +42,8 @@ class ModelFunction(ServedFunction, Function):
                     self.named.get(self.named_files(options.model))
             except InputError as e:
                 return str(e)
-            except ModelUnavailable as e:
-                if "could not be loaded" in str(e):
-                    return str(e)
+            except ModelFailed as e:
+                return str(e)
         return ""
 
     def exec(self, args: list, ctx: Any) -> Any:

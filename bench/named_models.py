@@ -18,6 +18,7 @@ import time
 
 from bench.report import write_report
 from bench.run import table
+from bench.throughput import rss_mb
 from bench.timing import timed_together
 from core.catalog import INFERENCE, LABEL_IMAGE
 from core.settings import load_settings
@@ -26,11 +27,6 @@ from tests.support.scenarios import surface_b64
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.environ.get("DEFECT_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(round(int(line.split()[1]) / 1024, 1) for line in f if line.startswith("VmRSS:"))
 
 
 def upload_folder(root: str) -> str:
@@ -87,10 +83,10 @@ def measure(quick: bool) -> dict:
         for spec, name, args in ((INFERENCE, "partA", [frames[0]]), (INFERENCE, "partB", [frames[0]]),
                                  (LABEL_IMAGE, "cls", [frames[0]])):
             function = loaded_function(spec, settings)
-            before = rss_mb()
+            before = rss_mb(os.getpid())
             seconds = first_answer(function, [*args, {"model": name}])
             loads[f"{spec.name}: {name}"] = {"first_answer_s": round(seconds, 2),
-                                             "rss_growth_mb": round(rss_mb() - before, 1)}
+                                             "rss_growth_mb": round(rss_mb(os.getpid()) - before, 1)}
     return {"date": time.strftime("%Y-%m-%d"), "calls": n, "lookup": lookup, "loads": loads}
 
 

@@ -104,12 +104,14 @@ def floors(spec, settings, frames):
     runtime and thread count the plugin's `auto` settings measure ("floor, 1 worker: litert at 2 threads"),
     and `cores` workers for each runtime and batch.serving way ("floor, 2 workers: 1 model with 2 streams
     (openvino)"). The best 1-worker row is the one-frame floor, the best of all the box floor."""
-    settings = {**settings, "tuning": {"record": None}}
+    section = settings[spec.section]
+    left_open = {**section, "threads": 0, **({"runtime": "auto"} if "runtime" in section else {})}
+    settings = {**settings, spec.section: left_open, "tuning": {"record": None}}
     per_frame = ServedFunction(spec, settings)
     rows = {}
-    for name, candidate in per_frame.configurations(0).items():
+    for name, candidate in per_frame.configurations().items():
         rows[f"floor, 1 worker: {name}"] = floor_rate(per_frame, [per_frame.build(candidate)], frames)
-    for runtime in spec.runtimes({**settings[spec.section], "runtime": "auto"}):
+    for runtime in spec.runtimes(left_open):
         pinned = {**settings, spec.section: {**settings[spec.section], **({"runtime": runtime} if runtime else {})}}
         for serving in ("copies", "shared", "streams"):
             window = ServedWindow(spec, {**pinned, "batch": {**settings["batch"], "serving": serving}})

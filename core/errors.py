@@ -14,6 +14,10 @@ class ModelUnavailable(Exception):
     """The function's model failed to load (or is held); the message says why in one line."""
 
 
+class ModelFailed(ModelUnavailable):
+    """A model could not be loaded (as opposed to one still loading): the message says why."""
+
+
 class ConfigError(ValueError):
     """A bad configuration value or key: the message names the key, the rule and where it came from."""
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import ModelUnavailable, first_line
+from core.errors import ModelFailed, ModelUnavailable, first_line
 from core.model_names import ModelFiles
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class NamedModels:
         if loading:
             raise ModelUnavailable(f"{self.what}: model {files.name} is still loading; the next frames will be served")
         if entry.error and entry.failed == stats:
-            raise ModelUnavailable(entry.error)
+            raise ModelFailed(entry.error)
         raise ModelUnavailable(f"{self.what}: model {files.name} is being written (its files changed within "
                                f"{self.settle_seconds:g} s); the next frames will be served")
 

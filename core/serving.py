@@ -93,10 +93,8 @@ class ServedFunction:
         """(the model to serve at once, whether a measurement is still to be made). With no record of this
         box yet, frames are served by the first runtime at every core while the candidates are measured
         (`_measure`): the measurement at load never holds the first frames past the model wait."""
-        candidates = self.configurations(self.settings[self.section].get("threads") or 0)
-        record, identity_of = self.record_of(candidates)
-        entry = record.get(self.name, identity_of()) if record is not None and len(candidates) > 1 else None
-        if len(candidates) == 1 or (entry and entry.get("choice") in candidates):
+        candidates = self.configurations()
+        if len(candidates) == 1 or self.recorded_choice(candidates):
             return self.load_model(), False
         first = self.spec.runtimes(self.settings[self.section])[0]
         initial = [name for name in candidates if first is None or name.startswith(f"{first} ")][-1]
@@ -131,8 +129,13 @@ class ServedFunction:
     def named_files(self, name: str) -> ModelFiles:
         """A model by name's files (core/model_names.py). Raises InputError: no such model, in one line."""
         spec = self.spec
-        return resolve(name, spec.suffixes, search_folders(self.settings["models"]["uploads"], PLUGIN_DIR),
-                       labelled=spec.labelled, exports=spec.exports)
+        return resolve(name, spec.suffixes, self.name_folders, labelled=spec.labelled, exports=spec.exports)
+
+    @functools.cached_property
+    def name_folders(self) -> list[str]:
+        """Where names are looked up (core.model_names.search_folders), found once: kuiperd's data dir
+        exists before it starts the plugin."""
+        return search_folders(self.settings["models"]["uploads"], PLUGIN_DIR)
 
     @functools.cached_property
     def named(self) -> NamedModels:
@@ -158,8 +161,7 @@ class ServedFunction:
     def load_model(self) -> Any:
         """The model as configured. What the config leaves open (`threads: 0`, label.runtime `auto`) is
         measured: every candidate built and timed on `probe`, the fastest kept (core.tuning)."""
-        return self.tuned(self.configurations(self.settings[self.section].get("threads") or 0),
-                          self.name, self.probe, self.override)[1]
+        return self.tuned(self.configurations(), self.name, self.probe, self.override)[1]
 
     @property
     def override(self) -> str:
@@ -168,13 +170,13 @@ class ServedFunction:
             open_keys.append(f"{self.section}.runtime")
         return f"set {' or '.join(open_keys)} in the config to override"
 
-    def configurations(self, threads: int) -> dict[str, dict]:
+    def configurations(self) -> dict[str, dict]:
         """Candidate name -> settings, for every runtime the declaration leaves open and every thread count
-        `threads` allows (core.tuning.thread_counts): "2 threads", or "openvino at 2 threads"."""
+        the section's `threads` allows (core.tuning.thread_counts): "2 threads", or "openvino at 2 threads"."""
         section = self.settings[self.section]
         candidates = {}
         for runtime in self.spec.runtimes(section):
-            for count in thread_counts(threads):
+            for count in thread_counts(section.get("threads") or 0):
                 name = threads_name(count) if runtime is None else f"{runtime} at {threads_name(count)}"
                 chosen = {**section, "threads": count, **({"runtime": runtime} if runtime else {})}
                 candidates[name] = {**self.settings, self.section: chosen}
@@ -188,6 +190,12 @@ class ServedFunction:
         record, identity_of = self.record_of(candidates)
         return fastest({name: (lambda c=c: build(c)) for name, c in candidates.items()}, probe, what, record,
                        identity_of, override)
+
+    def recorded_choice(self, candidates: dict[str, Any]) -> str | None:
+        """The candidate tuning.record holds as measured for these candidates on this box, or None."""
+        record, identity_of = self.record_of(candidates)
+        entry = record.get(self.name, identity_of()) if record is not None else None
+        return entry["choice"] if entry and entry.get("choice") in candidates else None
 
     def record_of(self, candidates: dict[str, Any]) -> tuple[Record | None, Any]:
         """tuning.record's Record (None: not kept), and what a measurement of these candidates depends on."""
@@ -372,13 +380,9 @@ class ServedWindow(ServedFunction):
         if len(runtimes) == 1:
             return runtimes[0]
         per_frame = ServedFunction(self.spec, self.settings)
-        candidates = per_frame.configurations(self.settings[self.section].get("threads") or 0)
-        record, identity_of = per_frame.record_of(candidates)
-        entry = record.get(per_frame.name, identity_of()) if record else None
-        if entry and entry.get("choice") in candidates:
-            name = entry["choice"]
-        else:
-            name, _ = per_frame.tuned(candidates, per_frame.name, per_frame.probe, per_frame.override)
+        candidates = per_frame.configurations()
+        name = per_frame.recorded_choice(candidates) or \
+            per_frame.tuned(candidates, per_frame.name, per_frame.probe, per_frame.override)[0]
         return name.split(" at ")[0]
 
     def probe_window(self, models: ModelCopies) -> Any:
