@@ -10,7 +10,7 @@ from typing import Any
 from ekuiper import Function
 
 from core.catalog import FUNCTIONS
-from core.errors import InputError, ModelFailed
+from core.errors import InputError, ModelFailed, ModelUnavailable
 from core.functions import FunctionSpec
 from core.serving import ServedFunction
 
@@ -44,6 +44,8 @@ class ModelFunction(ServedFunction, Function):
                 return str(e)
             except ModelFailed as e:
                 return str(e)
+            except ModelUnavailable:  # still loading or being written: checked on its frames
+                pass
         return ""
 
     def exec(self, args: list, ctx: Any) -> Any:
