@@ -346,6 +346,17 @@ class ServedWindow(ServedFunction):
         The runtime is the per-frame function's (measured the same way, or the recorded choice), so a
         window's element is what the per-frame function answers for that frame."""
         runtime = self.per_frame_runtime()
+        name, models = self.tuned(self.serving_ways(runtime), self.name, self.probe_window,
+                                  "set batch.serving in the config to override", build=lambda way: way())
+        log.info("%s: %d workers, %s", self.name, self.workers, name)
+        return models
+
+    def serving_ways(self, runtime: str | None) -> dict[str, Any]:
+        """Way name -> a builder of ModelCopies, for every way batch.serving allows on `runtime`.
+
+        Raises:
+            ValueError: batch.serving names a way the runtime does not have (streams on LiteRT).
+        """
         settings = self.with_threads(1)
         if runtime:
             settings[self.section] = {**settings[self.section], "runtime": runtime}
@@ -364,26 +375,49 @@ class ServedWindow(ServedFunction):
                 lambda: ModelCopies([self.spec.build(settings, streams=workers)] * workers)
         if not ways:
             raise ValueError(f"batch.serving {serving} needs OpenVINO; {self.spec.name} runs on {runtime}")
-        name, models = self.tuned(ways, self.name, self.probe_window, "set batch.serving in the config to override",
-                                  build=lambda way: way())
-        log.info("%s: %d workers, %s", self.name, workers, name)
-        return models
+        return ways
 
     def first_model(self) -> tuple[Any, bool]:
-        # A window loads when a rule that uses it is created, and its measurement is short: made at once.
-        return self.load_model(), False
+        """As ServedFunction.first_model: with nothing to measure, or the choice recorded, the window's
+        model at once; otherwise the first way on the runtime known without measuring (configured or
+        recorded for the per-frame function, else the first candidate) serves while the rest is measured."""
+        runtime = self.known_runtime()
+        if runtime is not False:
+            ways = self.serving_ways(runtime)
+            if len(ways) == 1 or self.recorded_choice(ways):
+                return self.load_model(), False
+        else:  # the first runtime that has the configured way (streams needs OpenVINO)
+            runtimes = self.spec.runtimes(self.settings[self.section])
+            ways = next((w for w in map(self.ways_or_none, runtimes) if w), None) or self.serving_ways(runtimes[0])
+        name, build = next(iter(ways.items()))
+        log.info("%s: %d workers, %s while the ways are measured", self.name, self.workers, name)
+        return build(), True
 
-    def per_frame_runtime(self) -> str | None:
-        """The runtime the per-frame function runs on here: the configured one, or the one its load measured
-        (recorded), or measured now the same way; None for a model with one runtime."""
+    def ways_or_none(self, runtime: str | None) -> dict[str, Any] | None:
+        try:
+            return self.serving_ways(runtime)
+        except ValueError:
+            return None
+
+    def known_runtime(self) -> str | None | bool:
+        """The per-frame function's runtime if known without a measurement (None: the model has one
+        runtime, or it is not named); False if only a measurement can tell."""
         runtimes = self.spec.runtimes(self.settings[self.section])
         if len(runtimes) == 1:
             return runtimes[0]
         per_frame = ServedFunction(self.spec, self.settings)
+        choice = per_frame.recorded_choice(per_frame.configurations())
+        return choice.split(" at ")[0] if choice else False
+
+    def per_frame_runtime(self) -> str | None:
+        """The runtime the per-frame function runs on here: the configured one, or the one its load measured
+        (recorded), or measured now the same way; None for a model with one runtime."""
+        runtime = self.known_runtime()
+        if runtime is not False:
+            return runtime
+        per_frame = ServedFunction(self.spec, self.settings)
         candidates = per_frame.configurations()
-        name = per_frame.recorded_choice(candidates) or \
-            per_frame.tuned(candidates, per_frame.name, per_frame.probe, per_frame.override)[0]
-        return name.split(" at ")[0]
+        return per_frame.tuned(candidates, per_frame.name, per_frame.probe, per_frame.override)[0].split(" at ")[0]
 
     def probe_window(self, models: ModelCopies) -> Any:
         """One representative window: two frames per worker, served in parallel, for timing."""

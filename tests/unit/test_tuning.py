@@ -190,3 +190,36 @@ def test_with_no_record_yet_the_first_frames_are_served_while_the_measurement_ru
     again = ServedFunction(LABEL_IMAGE, auto)  # the next load reads the record: no interim model
     model, measure_later = again.first_model()
     assert not measure_later and (model.runtime, model.threads) == (kept[0], int(kept[1]))
+
+
+def test_a_window_with_no_record_yet_serves_copies_while_its_ways_are_measured(settings, caplog, tmp_path,
+                                                                               monkeypatch):
+    """The window form serves its first frames on single-threaded copies of the first runtime, then swaps in
+    the way its measurement keeps; the next load reads the record and measures nothing."""
+    monkeypatch.setattr("label.platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("core.tuning.usable_cores", lambda: 2)
+    monkeypatch.setattr("core.serving.usable_cores", lambda: 2)
+    record = tmp_path / "measured.json"
+    auto = {**measured(settings, str(record), runtime="auto", threads=0),
+            "batch": {**settings["batch"], "workers": 2, "serving": "auto"}}
+    window = ServedWindow(LABEL_IMAGE, auto)
+    with caplog.at_level(logging.INFO):
+        window.start_loading()
+        assert window.loaded.wait(120) and window.error is None, window.error
+        first = window.model
+        assert [(m.runtime, m.threads) for m in first.models] == [("litert", 1), ("litert", 1)]
+        assert len({id(m) for m in first.models}) == 2
+        deadline = time.monotonic() + 180
+        while window.model is first or window.name not in json.loads(record.read_text() if record.exists() else "{}"):
+            assert time.monotonic() < deadline, "the measurement never replaced the first copies"
+            time.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{window.name}:")]
+    assert said[0] == f"{window.name}: 2 workers, 2 copies at 1 thread (litert) while the ways are measured", said
+    assert said[1] == f"{window.name}: model loaded", said
+    [line] = [m for m in said if "measured at load" in m]
+    kept = re.match(rf"{window.name}: (.+?), measured at load", line).group(1)
+    assert said[-1] == f"{window.name}: 2 workers, {kept}", said
+    runtime = re.search(r"\((\w+)\)$", kept).group(1)
+    assert {m.runtime for m in window.model.models} == {runtime}
+    model, measure_later = ServedWindow(LABEL_IMAGE, auto).first_model()
+    assert not measure_later and {m.runtime for m in model.models} == {runtime}
