@@ -6,6 +6,7 @@ image; `--out` writes the side-by-side picture (`--help` for the options).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import os
 import re
@@ -271,7 +272,11 @@ class DefectSegmenter:
         (its pred_label). Without a threshold argument the mask and the verdict are the model's
         own (pred_mask, pred_label); with one, they are anomaly_map and pred_score above it.
         """
-        results = self.inference([model_input[np.newaxis]])
+        mask, fields, _ = self.read(self.inference([model_input[np.newaxis]]), threshold)
+        return mask, fields
+
+    def read(self, results: Any, threshold: float | None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+        """(mask, image-level fields, anomaly map or None) from one inference's outputs (see `predict`)."""
         chosen = self.outputs
         fields = {}
         score = None if chosen.score is None else float(np.asarray(results[chosen.score]).reshape(-1)[0])
@@ -285,28 +290,97 @@ class DefectSegmenter:
             fields["anomalous"] = score > threshold
         elif chosen.label is not None:
             fields["anomalous"] = bool(np.asarray(results[chosen.label]).reshape(-1)[0])
-        return mask, fields
+        heat = None if chosen.anomaly_map is None else squeezed_map(results[chosen.anomaly_map])
+        return mask, fields, heat
 
     def inspect(self, bgr: np.ndarray, threshold: float | None = None, original_size: tuple[int, int] | None = None,
-                with_picture: bool = True) -> Inspection:
+                picture: str = "side-by-side") -> Inspection:
         """Defect report for a BGR image of any size.
 
-        original_size: (w, h) of the image before a reduced decode, so boxes are
-        reported in the pixels of the image the user sent.
+        Args:
+            bgr: the image (or the region of it the call asked for), decoded.
+            threshold: the defect probability a pixel needs (None: the model's own mask, or defect.threshold).
+            original_size: (w, h) of the image before a reduced decode, so boxes are
+                reported in the pixels of the image the user sent.
+            picture: "side-by-side" (the input at model size beside the mask), "overlay" (`overlay_jpeg`)
+                or "none".
         """
         started = time.perf_counter()
         # Area averaging keeps thin scratches when shrinking a lot; bilinear is as good
         # and several times faster below 2x (measured in bench/).
         shrink = max(bgr.shape[1] / self.width, bgr.shape[0] / self.height)
         model_input = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR)
-        mask, fields = self.predict(model_input, threshold)
+        mask, fields, heat = self.read(self.inference([model_input[np.newaxis]]), threshold)
         elapsed_ms = (time.perf_counter() - started) * 1000
         width, height = original_size or (bgr.shape[1], bgr.shape[0])
         # The mask may be smaller than the input (anomalib: 256x256 whatever input_size is).
         defects = regions(mask, width / mask.shape[1], height / mask.shape[0], self.min_area)
-        picture = side_by_side_jpeg(model_input, mask, self.jpeg_quality) if with_picture else None
+        if picture == "overlay":
+            drawn = overlay_jpeg(bgr, [scaled(r, bgr.shape[1] / width, bgr.shape[0] / height) for r in defects],
+                                 heat, self.jpeg_quality)
+        elif picture == "side-by-side":
+            drawn = side_by_side_jpeg(model_input, mask, self.jpeg_quality)
+        else:
+            drawn = None
         return Inspection(inference_time=round(elapsed_ms, 2), defect=len(defects), defects=defects,
-                          width=width, height=height, base64=picture, **fields)
+                          width=width, height=height, base64=drawn, **fields)
+
+
+def placed(report: Inspection, box: tuple[int, int, int, int], size: tuple[int, int]) -> Inspection:
+    """A report on the region `box` (x, y, w, h) of an image of `size` as a report on the whole image:
+    its boxes moved into the image's pixels, its width and height the image's."""
+    x, y = box[:2]
+    moved = [dataclasses.replace(r, x=r.x + x, y=r.y + y) for r in report.defects]
+    return dataclasses.replace(report, defects=moved, width=size[0], height=size[1])
+
+
+def squeezed_map(output: Any) -> np.ndarray:
+    """An anomaly map output ([1,1,H,W] or [1,H,W]) as a float (H, W) array."""
+    output = np.asarray(output, dtype=np.float32)
+    return output.reshape(output.shape[-2:])
+
+
+def scaled(region: Region, scale_x: float, scale_y: float) -> Region:
+    """A region's box in the pixels of a picture `scale` times the image's size."""
+    return dataclasses.replace(region, x=round(region.x * scale_x), y=round(region.y * scale_y),
+                               w=max(1, round(region.w * scale_x)), h=max(1, round(region.h * scale_y)))
+
+
+PICTURES = ("side-by-side", "overlay", "none")  # what `inspect(picture=...)` draws; the first by default
+OVERLAY_LONGEST_SIDE = 1280  # a larger frame is shown smaller: the picture travels in every answer
+BOX_COLOUR = (0, 0, 255)  # BGR: red outlines
+
+
+def overlay_jpeg(bgr: np.ndarray, boxes: list[Region], heat: np.ndarray | None, quality: int) -> str:
+    """Base64 JPEG: the frame at its own aspect ratio, the anomaly map (if any) as a translucent heat map,
+    each defect's box outlined in red, and the count written in the top left corner.
+
+    Args:
+        bgr: the frame as decoded.
+        boxes: the defects' boxes in the pixels of `bgr`.
+        heat: the model's anomaly map (any size; values from 0, normal, to 1 and above, anomalous) or None.
+    """
+    scale = min(1.0, OVERLAY_LONGEST_SIDE / max(bgr.shape[:2]))
+    picture = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else bgr.copy()
+    height, width = picture.shape[:2]
+    if heat is not None:
+        level = np.clip(cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
+        colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        weight = (0.15 + 0.45 * level)[..., np.newaxis]  # hotter is more opaque; normal stays visible
+        picture = (picture * (1 - weight) + colours * weight).astype(np.uint8)
+    thickness = max(2, round(max(width, height) / 320))
+    for box in boxes:
+        x, y = round(box.x * scale), round(box.y * scale)
+        right, bottom = x + max(1, round(box.w * scale)) - 1, y + max(1, round(box.h * scale)) - 1
+        cv2.rectangle(picture, (x, y), (right, bottom), BOX_COLOUR, thickness)
+    text = f"{len(boxes)} defect{'' if len(boxes) == 1 else 's'}"
+    font_scale = max(0.5, max(width, height) / 900)
+    (text_width, text_height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    cv2.rectangle(picture, (0, 0), (text_width + 12, text_height + baseline + 12), (0, 0, 0), cv2.FILLED)
+    cv2.putText(picture, text, (6, text_height + 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return base64.b64encode(jpeg.tobytes()).decode("ascii")
 
 
 def mask_from_output(output: Any, threshold: float) -> np.ndarray:

@@ -45,7 +45,7 @@ class InferenceWithoutPicture(ModelFunction):
         super().__init__(INFERENCE, settings)
 
     def run(self, model, pixels, size, threshold):
-        return answer(model.inspect(pixels, threshold, size, with_picture=False))
+        return answer(model.inspect(pixels, threshold, size, picture="none"))
 
 
 def b64(data: bytes) -> str:

@@ -86,7 +86,7 @@ def floor_rate(function, models, frames):
     def serve(model, chunk):
         for frame in chunk:
             pixels, size = decode_image(frame, limits["max_pixels"], limits["max_bytes"], model.decode_size)
-            function.run(model, pixels, size, None)
+            function.run(model, pixels, size)
 
     for model in set(models):  # warm-up
         serve(model, frames[:3])

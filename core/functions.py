@@ -16,6 +16,7 @@ import numpy as np
 
 from core.errors import InputError, shown
 from core.model_names import check_name
+from core.regions import Roi
 from core.results import json_schema
 from core.settings import SCHEMA, defaults, is_number
 
@@ -42,6 +43,8 @@ class CallOptions:
     value: Any = None  # the option's number (k, threshold), checked; None: the default
     model: str | None = None  # a model by name (core/model_names.py); None: the configured model
     explain: bool = False  # the answer says which model and version served it
+    roi: Roi | None = None  # run on this region only (core.image_input.region_box)
+    picture: str | None = None  # which picture the answer carries (Option.pictures); None: the first
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Option:
         bound: that bound in words, for messages before the model is loaded.
         default_key: the config key whose value applies when the option is left out.
         description: what the option means, one line.
+        pictures: the pictures an answer can carry, the default first (empty: the answer has none).
     """
 
     name: str
@@ -67,6 +71,7 @@ class Option:
     maximum: float | None = None
     model_maximum: Callable[[Any], int] | None = None
     bound: str = ""
+    pictures: tuple[str, ...] = ()
 
     def rule(self, most: float | None = None) -> str:
         """The rule the option follows, as its error message says it."""
@@ -91,9 +96,22 @@ class Option:
             raise InputError(f"{self.name} must be {self.rule(most)}, got {shown(value, json.dumps)}")
         return int(value) if self.kind is int else value
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """What an options object (`{"model": "partB", "threshold": 0.6}`) may hold."""
+        return (self.name, "model", "explain", "roi") + (("picture",) if self.pictures else ())
+
+    def from_fields(self, given: dict) -> Any:
+        """The second argument from what a caller gave field by field (HTTP fields, gRPC request fields):
+        the option's value alone (or None) when only it is given, else the options object of those given.
+        A None value is not given."""
+        given = {key: value for key, value in given.items() if value is not None}
+        return given.get(self.name) if set(given) <= {self.name} else given
+
     def parse(self, value: Any, model: Any = None) -> CallOptions:
         """The second argument as a call takes it: null, the option's number, or an object of
-        {<name>: number, "model": a model's name, "explain": bool} (in SQL: `object_construct(...)`).
+        {<name>: number, "model": a model's name, "explain": bool, "roi": [x, y, w, h], "picture": one of
+        `pictures`} (in SQL: `object_construct(...)`).
 
         Raises:
             InputError: an unknown key, a value that breaks its rule, or neither a number nor an object; one line.
@@ -102,16 +120,19 @@ class Option:
             return CallOptions()
         if not isinstance(value, dict):
             return CallOptions(value=self.check(value, model))
-        keys = (self.name, "model", "explain")
-        unknown = [key for key in value if key not in keys]
+        unknown = [key for key in value if key not in self.keys]
         if unknown:
-            raise InputError(f"the options object takes {', '.join(keys)}; got {shown(unknown[0])}")
+            raise InputError(f"the options object takes {', '.join(self.keys)}; got {shown(unknown[0])}")
         explain = value.get("explain", False)
         if not isinstance(explain, bool):
             raise InputError(f"explain must be true or false, got {shown(explain, json.dumps)}")
-        name = value.get("model")
+        picture = value.get("picture")
+        if picture is not None and picture not in self.pictures:
+            raise InputError(f"picture must be one of {', '.join(self.pictures)}; got {shown(picture, json.dumps)}")
+        name, roi = value.get("model"), value.get("roi")
         return CallOptions(value=None if value.get(self.name) is None else self.check(value[self.name], model),
-                           model=None if name is None else check_name(name), explain=explain)
+                           model=None if name is None else check_name(name), explain=explain,
+                           roi=None if roi is None else Roi.parse(roi), picture=picture)
 
     @property
     def default(self) -> Any:
@@ -136,7 +157,9 @@ class FunctionSpec:
         summary: what it does, one line (SQL docs, OpenAPI, the client's help).
         section: the config section its model's keywords come from (core/settings.py's SCHEMA).
         model: the model class, built as `model(**settings[section])` and then loaded.
-        run: (model, BGR pixels, (width, height) of the image as sent, option or None) -> result.
+        run: (model, BGR pixels, (width, height) of the image as sent, CallOptions) -> result.
+        place: (result on a region, its (x, y, w, h), (width, height) of the image) -> the result on the
+            image (its boxes moved into the image's pixels); default: the result as it is.
         option: its optional second argument.
         result: the type `run` returns (a core/results.py dataclass, or a list of one).
         sample: an image the model answers meaningfully (its command line's default; the tests' first check).
@@ -152,10 +175,11 @@ class FunctionSpec:
     summary: str
     section: str
     model: Callable[..., Model]
-    run: Callable[[Any, np.ndarray, tuple[int, int], Any], Any]
+    run: Callable[[Any, np.ndarray, tuple[int, int], CallOptions], Any]
     option: Option
     result: Any
     sample: str
+    place: Callable[[Any, tuple[int, int, int, int], tuple[int, int]], Any] = lambda result, box, size: result
     runtimes: Callable[[dict], tuple[str | None, ...]] = lambda section: (None,)
     streams: Callable[[str | None], bool] = lambda runtime: True
     suffixes: tuple[str, ...] = (".xml", ".onnx", ".tflite")

@@ -11,6 +11,8 @@ walker below with a hard cap on what it walks (PNG chunks, GIF blocks, TIFF entr
 and their data, WebP chunks, JPEG segments and scans), and the pixel cap is checked
 on the declared size before Pillow or OpenCV sees a byte of pixel data.
 """
+from __future__ import annotations
+
 import base64
 import binascii
 import io
@@ -27,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InputError  # also importable from here, as callers did before errors.py
+from core.regions import Roi, region_box
 
 _SHOWN = {"WEBP": "WebP"}  # the format's name in a message
 # Our own max_pixels cap (configurable, checked from the header) is the one that counts;
@@ -150,20 +153,22 @@ def _read_header(data):
     raise InputError(NOT_AN_IMAGE.format(len(data)))
 
 
-def decode_image(value: Any, max_pixels: int, max_bytes: int,
-                 fit: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_image(value: Any, max_pixels: int, max_bytes: int, fit: tuple[int, int] | None = None,
+                 roi: Roi | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode `value` to a BGR uint8 array (H, W, 3).
 
     fit=(w, h): the smallest size the caller needs; a JPEG at least twice as
     large is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, several times
     faster than a full decode and a resize.
+    roi: only this region of the image is returned (`region_box` places it), decoded so that the
+    region itself has at least `fit`.
 
     Returns:
         (pixels, (width, height) of the original image, as oriented by its EXIF orientation).
     Raises:
         InputError: one line, for every input that is not a whole accepted image within
-            max_bytes and max_pixels; the pixel cap is checked on the size the header
-            declares, before any pixel is decoded.
+            max_bytes and max_pixels, and for a region outside the image; the pixel cap is checked
+            on the size the header declares, before any pixel is decoded.
     """
     data = image_bytes(value, max_bytes)
     fmt, width, height, jpeg_truncated, png_streams = _read_header(data)
@@ -172,6 +177,10 @@ def decode_image(value: Any, max_pixels: int, max_bytes: int,
     if width * height > max_pixels:
         raise InputError(f"{_SHOWN.get(fmt, fmt)} declares {width}x{height} = {width * height} pixels, "
                          f"over the limit of {max_pixels} (input.max_pixels)")
+    if roi is not None:  # refused before decoding; a JPEG is decoded large enough for the region
+        _, _, region_width, region_height = region_box(roi, (width, height))
+        if fit is not None:
+            fit = (-(-fit[0] * width // region_width), -(-fit[1] * height // region_height))
     if jpeg_truncated:
         raise InputError(JPEG_TRUNCATED)
     if png_streams:  # after the pixel cap: this inflates up to the bytes the declared rows take
@@ -191,7 +200,18 @@ def decode_image(value: Any, max_pixels: int, max_bytes: int,
         raise InputError(f"{_SHOWN.get(fmt, fmt)} image could not be decoded: the data is corrupt or truncated")
     if fmt != "JPEG":  # decoded whole: its shape is the size, after the EXIF orientation OpenCV applies
         width, height = pixels.shape[1], pixels.shape[0]
+    if roi is not None:
+        pixels = _cropped(pixels, region_box(roi, (width, height)), (width, height))
     return pixels, (width, height)
+
+
+def _cropped(pixels, box, size):
+    # The pixels may be a reduced decode: the box is scaled to them.
+    scale_x, scale_y = pixels.shape[1] / size[0], pixels.shape[0] / size[1]
+    x, y, w, h = box
+    left, top = int(x * scale_x), int(y * scale_y)
+    right, bottom = max(left + 1, round((x + w) * scale_x)), max(top + 1, round((y + h) * scale_y))
+    return np.ascontiguousarray(pixels[top:bottom, left:right])
 
 
 # --- JPEG: marker segments, by their length fields -----------------------------------------

@@ -48,6 +48,11 @@ class ModelHost:
         return {name: ("loading" if not f.loaded.is_set() else f.error or "ready")
                 for name, f in self.functions.items()}
 
+    def models(self) -> list[dict]:
+        """What is loaded, per function: its configured model and its models by name, with versions and
+        load times (core.serving.ServedFunction.loaded_models)."""
+        return [entry for function in self.functions.values() for entry in function.loaded_models()]
+
     def ready(self) -> bool:
         """True when every model is loaded and serving."""
         return all(state == "ready" for state in self.status().values())

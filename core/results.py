@@ -64,9 +64,10 @@ class Inspection:
                                        default=None)
     width: int = described("width of the image sent")
     height: int = described("height of the image sent")
-    # None only where a caller asks for no picture (inspect(with_picture=False)); the function always sends it.
-    base64: str | None = described("JPEG of the input at model size beside the mask in white, base64",
-                                   default=None)
+    base64: str | None = described('the picture, a base64 JPEG: by default the input at model size beside the mask '
+                                   'in white; with "picture": "overlay" the frame with the defects outlined, the '
+                                   'anomaly map as a heat map (where the model has one) and the count; left out '
+                                   'with "picture": "none"', optional=True, default=None)
 
 
 def answer(result: Any) -> Any:

@@ -24,6 +24,7 @@ from core.functions import CallOptions, FunctionSpec
 from core.image_input import decode_image
 from core.model_names import ModelFiles, resolve, search_folders
 from core.model_pool import NamedModels
+from core.regions import region_box
 from core.results import answer
 from core.settings import PLUGIN_DIR
 from core.tuning import Record, fastest, identity, thread_counts, threads_name, usable_cores
@@ -63,6 +64,7 @@ class ServedFunction:
         self.load_started = False
         self.held = None  # a reason to serve nothing (a degraded worker); no model loads
         self.last_model = None  # the model the last frame ran on (a model by name, or the configured one)
+        self.loaded_at: float | None = None  # time.time() of the configured model's last (re)load
 
     def start_loading(self) -> None:
         """Loads the model in a background thread (once at a time; a load already running is kept)."""
@@ -77,7 +79,7 @@ class ServedFunction:
             self.files_seen = self.model_files()
             with LOADING:
                 model, measure_later = self.first_model()
-                self.model, self.error = model, None
+                self.model, self.error, self.loaded_at = model, None, time.time()
             self.model_changed()
             log.info("%s: model loaded", self.name)
         except Exception as e:  # any loader failure becomes the function's answer
@@ -154,9 +156,20 @@ class ServedFunction:
                 section[key] = getattr(self.model, key)
         return self.build({**self.settings, self.section: section})
 
-    def run(self, model: Any, pixels: np.ndarray, size: tuple[int, int], option: Any) -> Any:
-        """The function's answer (JSON) for decoded pixels; size: (width, height) of the image as sent."""
-        return answer(self.spec.run(model, pixels, size, option))
+    def run(self, model: Any, pixels: np.ndarray, size: tuple[int, int], options: CallOptions | None = None,
+            box: tuple[int, int, int, int] | None = None) -> Any:
+        """The function's answer (JSON) for decoded pixels.
+
+        Args:
+            size: (width, height) of the image as sent.
+            options: the call's (default: none given).
+            box: the region (x, y, w, h) of the image the pixels are (a call's roi); the answer is placed
+                in the whole image's pixels.
+        """
+        options = options or CallOptions()
+        if box is None:
+            return answer(self.spec.run(model, pixels, size, options))
+        return answer(self.spec.place(self.spec.run(model, pixels, box[2:], options), box, size))
 
     def load_model(self) -> Any:
         """The model as configured. What the config leaves open (`threads: 0`, label.runtime `auto`) is
@@ -215,7 +228,7 @@ class ServedFunction:
         """One representative call (a textured frame at the size the model decodes to), for timing."""
         width, height = model.decode_size
         frame = np.random.default_rng(0).integers(96, 160, (height, width, 3), dtype=np.uint8)
-        return self.run(model, frame, (width, height), None)
+        return self.run(model, frame, (width, height))
 
     def hold(self, reason: str) -> None:
         """Answer every call with `reason` and load nothing (the supervisor's degraded worker)."""
@@ -263,11 +276,23 @@ class ServedFunction:
                 options = dataclasses.replace(options, value=self.spec.option.check(options.value, model))
         self.last_model = model
         limits = self.settings["input"]
-        pixels, size = decode_image(image, limits["max_pixels"], limits["max_bytes"], model.decode_size)
-        result = self.run(model, pixels, size, options.value)
+        pixels, size = decode_image(image, limits["max_pixels"], limits["max_bytes"], model.decode_size, options.roi)
+        box = None if options.roi is None else region_box(options.roi, size)
+        result = self.run(model, pixels, size, options, box)
         if options.explain:
             result = explained(result, *((served.name, served.version) if served else self.configured_version()))
         return result
+
+    def loaded_models(self) -> list[dict]:
+        """What this function has loaded: its configured model (while it serves) and its models by name, each
+        {"function", "name", "version", "loaded_at" (ISO 8601 UTC), "configured"}."""
+        listing = []
+        if self.model is not None and self.loaded_at is not None:
+            name, version = self.configured_version()
+            listing.append({"name": name, "version": version, "loaded_at": iso_time(self.loaded_at),
+                            "configured": True})
+        listing += [{**entry, "configured": False} for entry in self.named.listing()]
+        return [{"function": self.name, **entry} for entry in listing]
 
     def configured_version(self) -> tuple[str, str]:
         """(name, version) of the configured model, as `explain` states them: its file's name and its files' times."""
@@ -490,6 +515,11 @@ def explained(result: Any, name: str, version: str) -> Any:
     if isinstance(result, dict):
         return {**result, "model": name, "version": version}
     return {"labels": result, "model": name, "version": version}
+
+
+def iso_time(seconds: float) -> str:
+    """A time.time() as ISO 8601 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def mtime(path: str) -> int | None:

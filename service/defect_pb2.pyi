@@ -7,24 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LabelImageRequest(_message.Message):
-    __slots__ = ("image", "k", "id")
+    __slots__ = ("image", "k", "id", "model", "roi", "explain")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROI_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     k: int
     id: str
-    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., id: _Optional[str] = ...) -> None: ...
+    model: str
+    roi: str
+    explain: bool
+    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., id: _Optional[str] = ..., model: _Optional[str] = ..., roi: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class InferenceRequest(_message.Message):
-    __slots__ = ("image", "threshold", "id")
+    __slots__ = ("image", "threshold", "id", "model", "roi", "explain", "picture")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROI_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    PICTURE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     threshold: float
     id: str
-    def __init__(self, image: _Optional[bytes] = ..., threshold: _Optional[float] = ..., id: _Optional[str] = ...) -> None: ...
+    model: str
+    roi: str
+    explain: bool
+    picture: str
+    def __init__(self, image: _Optional[bytes] = ..., threshold: _Optional[float] = ..., id: _Optional[str] = ..., model: _Optional[str] = ..., roi: _Optional[str] = ..., explain: _Optional[bool] = ..., picture: _Optional[str] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("confidence", "label")
@@ -35,14 +49,18 @@ class Label(_message.Message):
     def __init__(self, confidence: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
 
 class LabelImageResult(_message.Message):
-    __slots__ = ("labels", "id", "error")
+    __slots__ = ("labels", "id", "error", "model", "version")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     id: str
     error: str
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    model: str
+    version: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., id: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x", "y", "w", "h", "area")
@@ -59,7 +77,7 @@ class Box(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., w: _Optional[int] = ..., h: _Optional[int] = ..., area: _Optional[int] = ...) -> None: ...
 
 class InferenceResult(_message.Message):
-    __slots__ = ("inference_time", "defect", "defects", "width", "height", "base64", "score", "anomalous", "id", "error")
+    __slots__ = ("inference_time", "defect", "defects", "width", "height", "base64", "score", "anomalous", "id", "error", "model", "version")
     INFERENCE_TIME_FIELD_NUMBER: _ClassVar[int]
     DEFECT_FIELD_NUMBER: _ClassVar[int]
     DEFECTS_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +88,8 @@ class InferenceResult(_message.Message):
     ANOMALOUS_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     inference_time: float
     defect: int
     defects: _containers.RepeatedCompositeFieldContainer[Box]
@@ -80,4 +100,30 @@ class InferenceResult(_message.Message):
     anomalous: bool
     id: str
     error: str
-    def __init__(self, inference_time: _Optional[float] = ..., defect: _Optional[int] = ..., defects: _Optional[_Iterable[_Union[Box, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., base64: _Optional[str] = ..., score: _Optional[float] = ..., anomalous: _Optional[bool] = ..., id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    model: str
+    version: str
+    def __init__(self, inference_time: _Optional[float] = ..., defect: _Optional[int] = ..., defects: _Optional[_Iterable[_Union[Box, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., base64: _Optional[str] = ..., score: _Optional[float] = ..., anomalous: _Optional[bool] = ..., id: _Optional[str] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LoadedModel(_message.Message):
+    __slots__ = ("function", "name", "version", "loaded_at", "configured")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    name: str
+    version: str
+    loaded_at: str
+    configured: bool
+    def __init__(self, function: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., loaded_at: _Optional[str] = ..., configured: _Optional[bool] = ...) -> None: ...
+
+class ModelList(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[LoadedModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class DefectStub:
                 request_serializer=service_dot_defect__pb2.InferenceRequest.SerializeToString,
                 response_deserializer=service_dot_defect__pb2.InferenceResult.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/defect.v1.Defect/ListModels',
+                request_serializer=service_dot_defect__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=service_dot_defect__pb2.ModelList.FromString,
+                _registered_method=True)
 
 
 class DefectServicer:
@@ -67,7 +72,7 @@ class DefectServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Inference(self, request, context):
-        """inference(image [, threshold]): the defect regions and the side-by-side picture.
+        """inference(image [, threshold]): the defect regions and a picture.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,6 +88,13 @@ class DefectServicer:
 
     def InferenceStream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """What is loaded: each function's configured model and its models by name, with versions and load times.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -109,6 +121,11 @@ def add_DefectServicer_to_server(servicer, server):
                     servicer.InferenceStream,
                     request_deserializer=service_dot_defect__pb2.InferenceRequest.FromString,
                     response_serializer=service_dot_defect__pb2.InferenceResult.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=service_dot_defect__pb2.ListModelsRequest.FromString,
+                    response_serializer=service_dot_defect__pb2.ModelList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class Defect:
             '/defect.v1.Defect/InferenceStream',
             service_dot_defect__pb2.InferenceRequest.SerializeToString,
             service_dot_defect__pb2.InferenceResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defect.v1.Defect/ListModels',
+            service_dot_defect__pb2.ListModelsRequest.SerializeToString,
+            service_dot_defect__pb2.ModelList.FromString,
             options,
             channel_credentials,
             insecure,

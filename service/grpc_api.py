@@ -94,6 +94,9 @@ class DefectService(defect_pb2_grpc.DefectServicer):
             context.abort(status_of(e), str(e) if isinstance(e, (InputError, ModelUnavailable))
                           else f"internal error: {first_line(e)}")
 
+    def ListModels(self, request, context):
+        return defect_pb2.ModelList(models=[defect_pb2.LoadedModel(**entry) for entry in self.host.models()])
+
     def serve_item(self, rpc: Rpc, request) -> object:
         """A stream's result for one frame: never raises, an error goes into the result."""
         try:

@@ -22,6 +22,7 @@ API_KEY_VAR = "DEFECT_API_KEY"  # the variable the service, its client and ekuip
 # The server's defaults for its streams (here, so service.py names them without loading grpc).
 MAX_STREAMS = 32  # Defect streams at once (each holds a thread of the call pool while open)
 IDLE_SECONDS = 60.0  # a stream with no message from its caller for this long is cancelled
+EXPLAINED = ("model", "version")  # what a result holds only when its request asked to explain
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def rpc_of(spec: FunctionSpec) -> Rpc:
     result = getattr(defect_pb2, f"{base}Result")
     list_field = None
     if typing.get_origin(spec.result) is list:
-        (list_field,) = [f.name for f in result.DESCRIPTOR.fields if f.name not in ("id", "error")]
+        (list_field,) = [f.name for f in result.DESCRIPTOR.fields if f.name not in ("id", "error", *EXPLAINED)]
     return Rpc(spec, base, f"{base}Stream", getattr(defect_pb2, f"{base}Request"), result, list_field)
 
 
@@ -102,8 +103,13 @@ def image_value(data: bytes) -> bytes | str:
 
 
 def option_of(rpc: Rpc, request: Message) -> Any:
-    """The request's k or threshold, None when unset (the config's default)."""
-    return getattr(request, rpc.option) if request.HasField(rpc.option) else None
+    """The function's second argument from the request: its k or threshold (None when unset: the config's
+    default), or the options object when it names a model, a region, a picture or asks to explain."""
+    options = rpc.spec.option
+    fields = request.DESCRIPTOR.fields_by_name
+    given = {key: getattr(request, key) or None for key in options.keys if key != rpc.option and key in fields}
+    given[rpc.option] = getattr(request, rpc.option) if request.HasField(rpc.option) else None
+    return options.from_fields(given)
 
 
 def result_message(rpc: Rpc, answer: Any, request_id: str) -> Message:
@@ -111,7 +117,8 @@ def result_message(rpc: Rpc, answer: Any, request_id: str) -> Message:
 
     json_format maps the plugin's keys ("inference time", ...) to fields by their JSON names,
     and refuses a key the proto lacks, so a new key in the plugin's answer fails a test here."""
-    result = json_format.ParseDict({rpc.list_field: answer} if rpc.list_field else answer, rpc.result())
+    listed = rpc.list_field and isinstance(answer, list)  # not a list: explained ({"labels", "model", "version"})
+    result = json_format.ParseDict({rpc.list_field: answer} if listed else answer, rpc.result())
     result.id = request_id
     return result
 
@@ -127,4 +134,8 @@ def answer_of(result: Message) -> Any:
     answer = json_format.MessageToDict(result, always_print_fields_with_no_presence=True)
     answer.pop("id", None)
     answer.pop("error", None)
+    if answer.get("model"):  # explained: as the plugin answers with explain
+        return answer
+    for key in EXPLAINED:
+        answer.pop(key, None)
     return answer[rpc.list_field] if rpc.list_field else answer

@@ -29,7 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.catalog import BY_NAME, FUNCTIONS
 from core.errors import InputError, ModelUnavailable, first_line, shown
-from core.functions import FunctionSpec
+from core.functions import FunctionSpec, Option as DeclaredOption
 from core.model_host import ModelHost
 from service.service_metrics import ServiceMetrics
 
@@ -65,13 +65,37 @@ class Option:
     name: str
     schema: dict
     description: str
+    # The rest of what the plugin's options object takes (model, explain, roi, picture): name -> (schema, meaning).
+    extra: dict[str, tuple[dict, str]]
+    declared: DeclaredOption  # the declaration's (core.functions.Option)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.name, *self.extra)
+
+
+# The options object's other keys (core.functions.Option.keys), as HTTP fields and query parameters.
+EXTRA_FIELDS = {
+    "model": ({"type": "string", "examples": ["partB"]},
+              "a model by name, from kuiperd's uploads or the plugin's models/ (default: the configured model)"),
+    "explain": ({"type": "boolean"}, "the answer says which model and version served it"),
+    "roi": ({"type": "string", "examples": ["100,50,640,480"]},
+            "run on this region only: x,y,w,h in pixels of the image sent, or fractions of its size (all four "
+            "at most 1); boxes are still in the whole image's pixels. In a JSON body an array [x, y, w, h] too"),
+    "picture": ({"type": "string"}, "which picture the answer carries"),
+}
 
 
 def http_option(spec: FunctionSpec) -> Option:
-    """The declared option (core/catalog.py) as a query parameter and body field."""
+    """The declared option (core/catalog.py) and the rest of its options object as query parameters and fields."""
     option = spec.option
+    extra = {key: EXTRA_FIELDS[key] for key in option.keys if key != option.name}
+    if "picture" in extra:
+        schema, meaning = extra["picture"]
+        extra["picture"] = ({**schema, "enum": list(option.pictures)}, f"{meaning} (default: {option.pictures[0]})")
     return Option(option.name, option.json_schema(),
-                  f"{option.description} (default: {option.default_key} of the config, {option.default})")
+                  f"{option.description} (default: {option.default_key} of the config, {option.default})", extra,
+                  option)
 
 
 def summary(spec: FunctionSpec) -> str:
@@ -81,6 +105,18 @@ def summary(spec: FunctionSpec) -> str:
 
 class ErrorAnswer(BaseModel):
     error: str = Field(description="one line saying what is wrong, the plugin's own for bad input")
+
+
+class LoadedModel(BaseModel):
+    function: str = Field(description="the function it serves")
+    name: str = Field(description="the model's name (the configured model: its file's name)")
+    version: str = Field(description="its files' modification times")
+    loaded_at: str = Field(description="when this version was loaded, ISO 8601 UTC")
+    configured: bool = Field(description="the function's configured model (else a model by name)")
+
+
+class ModelList(BaseModel):
+    models: list[LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -141,6 +177,11 @@ def create_app(host: ModelHost, max_bytes: int, api_key: str | None = None,
         status = "ready" if states == {"ready"} else "loading" if "loading" in states else "failed"
         return JSONResponse({"status": status, "functions": functions}, 200 if status == "ready" else 503)
 
+    @app.get("/models", summary="What is loaded: each function's configured model and its models by name, "
+             "with versions and load times", dependencies=guarded, response_model=ModelList)
+    def loaded_models() -> ModelList:
+        return ModelList(models=host.models())
+
     @app.get("/metrics", summary="Prometheus metrics: calls, errors and latency per function",
              dependencies=guarded, response_class=Response)
     async def prometheus_metrics() -> Response:
@@ -199,20 +240,25 @@ def add_function(app: FastAPI, host: ModelHost, spec: FunctionSpec, max_bytes: i
 def request_declaration(option: Option) -> dict:
     """The three body forms and the query option, for the OpenAPI document."""
     image_file = {"type": "string", "format": "binary", "description": "JPEG, PNG, BMP, TIFF, WebP or GIF"}
+    fields = {key: {**schema, "description": meaning} for key, (schema, meaning) in option.extra.items()}
     return {
         "parameters": [{"name": option.name, "in": "query", "required": False,
-                        "schema": option.schema, "description": option.description}],
+                        "schema": option.schema, "description": option.description},
+                       *({"name": key, "in": "query", "required": False, "schema": schema, "description": meaning}
+                         for key, (schema, meaning) in option.extra.items())],
         "requestBody": {"required": True, "content": {
             "image/*": {"schema": image_file},
             "multipart/form-data": {"schema": {
                 "type": "object", "required": ["image"],
-                "properties": {"image": image_file, option.name: {**option.schema, "description": option.description}},
+                "properties": {"image": image_file, option.name: {**option.schema, "description": option.description},
+                               **fields},
             }},
             "application/json": {"schema": {
                 "type": "object", "required": ["image"],
                 "properties": {
                     "image": {"type": "string", "description": "the image as base64 (a data: URI too)"},
                     option.name: {**option.schema, "description": option.description},
+                    **fields,
                     "id": {"type": "string", "description": "ignored: a caller's id (eKuiper's external "
                                                             "service sends it)"},
                 },
@@ -239,19 +285,19 @@ async def read_image_call(request: Request, option: Option, max_bytes: int) -> I
     body = await read_body(request, limit)
     values = query_values(request, option)
     if form == "raw":
-        return ImageCall(body, values.get(option.name))
+        return ImageCall(body, option.declared.from_fields(values))
     if form == "multipart":
-        fields = await multipart_fields(request, body, limit)
+        fields = await multipart_fields(request, body, limit, option)
     else:  # off the event loop: 27 MB of JSON is a fraction of a second other requests need not wait
         fields = await asyncio.to_thread(json_fields, body, option)
-    unknown = set(fields) - {"image", option.name, "id"}
+    unknown = set(fields) - {"image", "id", *option.keys}
     if unknown:
-        raise bad_request(f"unknown field {shown(sorted(unknown)[0])}: the fields are image and {option.name}")
+        raise bad_request(f"unknown field {shown(sorted(unknown)[0])}: the fields are image, id, "
+                          f"{', '.join(option.keys)}")
     if form == "multipart" and "image" not in fields:  # also a body whose boundary never matches: no part
         raise bad_request("multipart body has no field image: send the image as a file field named image")
-    image = fields.get("image")
-    value = fields[option.name] if fields.get(option.name) is not None else values.get(option.name)
-    return ImageCall(image, value)
+    given = {key: fields[key] if fields.get(key) is not None else values.get(key) for key in option.keys}
+    return ImageCall(fields.get("image"), option.declared.from_fields(given))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -277,10 +323,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 def query_values(request: Request, option: Option) -> dict:
     values = {}
     for key, text in request.query_params.items():
-        if key != option.name:
-            raise bad_request(f"unknown query parameter {shown(key)}: the option is {option.name}")
-        values[key] = option_value(text)
+        if key not in option.keys:
+            raise bad_request(f"unknown query parameter {shown(key)}: the options are {', '.join(option.keys)}")
+        values[key] = field_value(key, text, option)
     return values
+
+
+def field_value(key: str, text: str, option: Option) -> Any:
+    """A field sent as text: the option and explain read as JSON (`option_value`), a name, region or picture
+    kept as text (a model named 7 is "7"; the region's text "x,y,w,h" is read by the plugin)."""
+    return option_value(text) if key in (option.name, "explain") else text or None
 
 
 def option_value(text: str) -> Any:
@@ -294,7 +346,7 @@ def option_value(text: str) -> Any:
         return text
 
 
-async def multipart_fields(request: Request, body: bytes, limit: int) -> dict:
+async def multipart_fields(request: Request, body: bytes, limit: int, option: Option) -> dict:
     async def replay() -> dict:  # the body was read (and measured) already
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -305,7 +357,7 @@ async def multipart_fields(request: Request, body: bytes, limit: int) -> dict:
                 if hasattr(value, "read"):  # a file
                     fields[key] = await value.read()
                 else:  # a text field: the image as base64, or the option
-                    fields[key] = value if key == "image" else option_value(value)
+                    fields[key] = value if key == "image" else field_value(key, value, option)
             return fields
     except HTTPException:
         raise

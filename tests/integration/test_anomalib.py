@@ -212,9 +212,9 @@ def test_configured_input_size_replaces_the_implied_one(anomalib_settings):
 
 def test_input_scale_is_built_into_the_graph():
     image = cv2.imread(fixture_path("images", "surfaces", "good", "good_00.png"))
-    auto = DefectSegmenter(model=export_xml()).load().inspect(image, with_picture=False)
-    explicit = DefectSegmenter(model=export_xml(), input_scale=1).load().inspect(image, with_picture=False)
-    wrong = DefectSegmenter(model=export_xml(), input_scale=255).load().inspect(image, with_picture=False)
+    auto = DefectSegmenter(model=export_xml()).load().inspect(image, picture="none")
+    explicit = DefectSegmenter(model=export_xml(), input_scale=1).load().inspect(image, picture="none")
+    wrong = DefectSegmenter(model=export_xml(), input_scale=255).load().inspect(image, picture="none")
     assert auto.score == explicit.score == 0.0
     assert wrong.anomalous is True  # pixels fed as 0..255 to a model trained on 0..1
 
@@ -222,7 +222,7 @@ def test_input_scale_is_built_into_the_graph():
 def test_explicit_output_and_clear_errors():
     by_name = DefectSegmenter(model=export_xml(), output="anomaly_map").load()
     image = cv2.imread(fixture_path("images", "surfaces", "bad", "bad_01_2.png"))
-    assert answer(by_name.inspect(image, with_picture=False))["defect"] == 2
+    assert answer(by_name.inspect(image, picture="none"))["defect"] == 2
     with pytest.raises(ValueError, match=r"defect.output 'heatmap' is not an output .*anomaly_map"):
         DefectSegmenter(model=export_xml(), output="heatmap").load()
     with pytest.raises(ValueError, match="input_scale .* needs a float input"):

@@ -14,6 +14,7 @@ import pytest
 from batch_func import WindowFunction, window_functions
 from core.catalog import BY_NAME, FUNCTIONS, INFERENCE, LABEL_IMAGE
 from core.errors import InputError
+from core.functions import CallOptions
 from core.results import Inspection, Label, Region, answer
 from core.settings import SCHEMA, load_settings
 from inference import DefectSegmenter
@@ -36,7 +37,7 @@ def answers(settings):
     for spec in FUNCTIONS:
         model = spec.build(settings)
         image = cv2.imread(spec.sample)
-        found[spec.name] = answer(spec.run(model, image, (image.shape[1], image.shape[0]), None))
+        found[spec.name] = answer(spec.run(model, image, (image.shape[1], image.shape[0]), CallOptions()))
     return found
 
 
@@ -98,14 +99,15 @@ def test_optional_result_fields_are_left_out_when_none_and_kept_when_set():
                               "area": 5}], "score": 0.25, "anomalous": False, "width": 10, "height": 20}
     assert answer([Label(confidence=0.5, label="1:a")]) == [{"confidence": 0.5, "label": "1:a"}]
     schema = INFERENCE.result_schema()
-    assert set(schema["required"]) == {"inference time", "defect", "defects", "width", "height", "base64"}
+    assert set(schema["required"]) == {"inference time", "defect", "defects", "width", "height"}  # base64: left out with "picture": "none"
     pictured = {**answer(report), "base64": "AA=="}
     jsonschema.validate(pictured, schema)  # score and anomalous may be there
     jsonschema.validate({key: value for key, value in pictured.items() if key not in ("score", "anomalous")}, schema)
     with pytest.raises(jsonschema.ValidationError, match="'extra' was unexpected"):
         jsonschema.validate({**pictured, "extra": 1}, schema)
-    with pytest.raises(jsonschema.ValidationError, match="'base64' is a required property"):
-        jsonschema.validate(answer(report), schema)
+    jsonschema.validate(answer(report), schema)  # without a picture ("picture": "none")
+    with pytest.raises(jsonschema.ValidationError, match="'width' is a required property"):
+        jsonschema.validate({key: value for key, value in pictured.items() if key != "width"}, schema)
 
 
 @pytest.mark.parametrize(("spec", "value", "message"), [
@@ -158,7 +160,9 @@ def test_the_grpc_mapping_derives_from_the_declarations_and_the_proto_has_it():
         rpc = RPCS[spec.name]
         assert {rpc.unary, rpc.stream} <= methods
         assert rpc.request.DESCRIPTOR.fields_by_name[spec.option.name].has_presence
-    assert len(methods) == 2 * len(FUNCTIONS)
+        # Every key of the options object but the option itself is a request field (eKuiper fills them by number).
+        assert set(spec.option.keys) - {spec.option.name} <= set(rpc.request.DESCRIPTOR.fields_by_name)
+    assert methods - {rpc.unary for rpc in RPCS.values()} - {rpc.stream for rpc in RPCS.values()} == {"ListModels"}
 
 
 def test_grpc_messages_carry_each_answer_unchanged(answers):
@@ -176,8 +180,9 @@ def test_http_routes_and_openapi_derive_from_the_declarations(settings):
     for spec in FUNCTIONS:
         route = document["paths"][f"/analyze/{spec.name}"]["post"]
         assert route["summary"].startswith(spec.summary)
-        (parameter,) = route["parameters"]
+        parameter, *others = route["parameters"]
         assert parameter["name"] == spec.option.name and parameter["schema"] == spec.option.json_schema()
+        assert [other["name"] for other in others] == [key for key in spec.option.keys if key != spec.option.name]
         components: dict = {}
         assert route["responses"]["200"]["content"]["application/json"]["schema"] == spec.result_schema(components)
         assert components.items() <= document["components"]["schemas"].items()  # named: generated clients use them
