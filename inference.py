@@ -20,6 +20,8 @@ import numpy as np
 from core import command_line
 from core.errors import ConfigError, first_line
 from core.image_input import decode_image
+from core.model_names import MODEL_SUFFIXES
+from core.regions import region_box
 from core.results import Inspection, Region, answer
 from core.settings import DEVICES, PLUGIN_DIR, check_value, defaults, device_family, load_settings
 
@@ -440,7 +442,7 @@ def picture_path(out: str, image: str, several: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = command_line.OneLineArgumentParser(
         prog="inference.py", description="Find surface defects with the plugin's OpenVINO model: one JSON line per "
-        "image, {\"image\", \"ms\", \"result\"}, where result is what inference(image, threshold) returns "
+        "image, {\"image\", \"ms\", \"result\"}, where result is what inference(image, options) returns "
         "(its base64 picture shortened; --out writes it).",
         epilog="Unset options come from the plugin's config (config.json, DEFECT_CONFIG, DEFECT_MODEL, "
         "DEFECT_DEVICE, DEFECT_COLOR). Exit status: 0 all served, 1 an image failed (one line on stderr each), "
@@ -454,16 +456,28 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{', '.join(DEVICES)} (default: defect.device)")
     parser.add_argument("--threads", type=command_line.config_type("defect", "threads"), metavar="N",
                         help="OpenVINO CPU threads, 0: OpenVINO's choice (default: defect.threads)")
+    command_line.add_name_arguments(parser, "inference", "--model")
+    parser.add_argument("--picture", choices=PICTURES, default=PICTURES[0],
+                        help="side-by-side: input at model size | mask; overlay: the frame with the defects "
+                             "outlined, the anomaly map (where the model has one) and the count; none "
+                             "(default: side-by-side)")
     parser.add_argument("-o", "--out", metavar="PATH",
-                        help="write the side-by-side picture (input at model size | mask) to this JPEG; "
-                             "with several images, into this folder as <image name>.jpg")
+                        help="write the picture to this JPEG; with several images, into this folder as "
+                             "<image name>.jpg")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")  # the device fallback line
+    if args.model_name and args.model:
+        command_line.fail(parser.prog, "give --model or --model-name, not both")
     try:
         settings = command_line.with_overrides(load_settings(), "defect", model=command_line.absolute(args.model),
                                                device=args.device, threads=args.threads)
     except ConfigError as e:
         command_line.fail(parser.prog, str(e))
+    if args.model_name:
+        files = command_line.named_model(parser.prog, args.model_name, settings, MODEL_SUFFIXES, exports=True)
+        settings = {**settings, "defect": {**settings["defect"], "model": files.model}}
+    if args.out and args.picture == "none":
+        command_line.fail(parser.prog, "--out writes the picture: give --picture side-by-side or overlay")
     try:
         segmenter = DefectSegmenter(**settings["defect"]).load()
     except Exception as e:  # whatever OpenVINO raises: one line, as the plugin answers
@@ -472,8 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     several = len(args.images) > 1 or any(os.path.isdir(path) for path in args.images)
 
     def serve(path: str, data: bytes) -> dict:
-        pixels, size = decode_image(data, limits["max_pixels"], limits["max_bytes"], segmenter.decode_size)
-        report = answer(segmenter.inspect(pixels, args.threshold, size))
+        pixels, size = decode_image(data, limits["max_pixels"], limits["max_bytes"], segmenter.decode_size, args.roi)
+        if args.roi is None:
+            report = answer(segmenter.inspect(pixels, args.threshold, size, args.picture))
+        else:
+            box = region_box(args.roi, size)
+            report = answer(placed(segmenter.inspect(pixels, args.threshold, box[2:], args.picture), box, size))
+        if "base64" not in report:
+            return report
         note = f"<{len(report['base64'])} chars"
         if args.out:
             picture = picture_path(args.out, path, several)

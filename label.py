@@ -219,12 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-l", "--labels", help="labels file, one a line (default: label.labels)")
     parser.add_argument("--threads", type=command_line.config_type("label", "threads"), metavar="N",
                         help="runtime threads, 0: every core (default: label.threads)")
+    command_line.add_name_arguments(parser, "labelImage", "--model and --labels")
     args = parser.parse_args(argv)
+    if args.model_name and (args.model or args.labels):
+        command_line.fail(parser.prog, "give --model-name, or --model and --labels, not both")
     try:
         settings = command_line.with_overrides(load_settings(), "label", model=command_line.absolute(args.model),
                                                labels=command_line.absolute(args.labels), threads=args.threads)
     except ConfigError as e:
         command_line.fail(parser.prog, str(e))
+    if args.model_name:
+        files = command_line.named_model(parser.prog, args.model_name, settings, (".tflite",), labelled=True)
+        settings = {**settings, "label": {**settings["label"], "model": files.model, "labels": files.labels}}
     try:
         labeler = ImageLabeler(**settings["label"]).load()
     except Exception as e:  # whatever the runtime raises: one line, as the plugin answers
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = settings["input"]
 
     def serve(path: str, data: bytes) -> list[dict]:
-        pixels, _ = decode_image(data, limits["max_pixels"], limits["max_bytes"], labeler.decode_size)
+        pixels, _ = decode_image(data, limits["max_pixels"], limits["max_bytes"], labeler.decode_size, args.roi)
         return answer(labeler.label(pixels, args.top_k))
 
     return command_line.serve_images(parser.prog, args.images, SAMPLE_IMAGE, serve)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from core.errors import ConfigError, InputError, first_line
+from core.model_names import ModelFiles, resolve, search_folders
+from core.regions import Roi
 from core.settings import PLUGIN_DIR, SCHEMA, Settings, check_value
 
 # What a folder is searched for; a file named on the command line is tried whatever its name.
@@ -56,6 +58,32 @@ def with_overrides(settings: Settings, section: str, **values: Any) -> Settings:
     given = {name: check_value(section, name, value, "command line") for name, value in values.items()
              if value is not None}
     return {**settings, section: {**settings[section], **given}}
+
+
+def add_name_arguments(parser: argparse.ArgumentParser, function: str, model_flag: str) -> None:
+    """--model-name and --roi, as the function's options object takes "model" and "roi"."""
+    parser.add_argument("--model-name", metavar="NAME",
+                        help=f"a model by name, found as {function}(image, {{\"model\": NAME}}) finds it: in kuiperd's "
+                             f"uploads (models.uploads), then the plugin's models/ (instead of {model_flag})")
+    parser.add_argument("--roi", type=region_argument, metavar="X,Y,W,H",
+                        help="run on this region only: pixels of the image, or fractions of its size (all four at "
+                             "most 1); boxes stay in the whole image's pixels")
+
+
+def region_argument(text: str) -> Roi:
+    try:
+        return Roi.parse(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def named_model(prog: str, name: str, settings: Settings, suffixes: tuple[str, ...], labelled: bool = False,
+                exports: bool = False) -> ModelFiles:
+    """The files a model's name stands for (core.model_names.resolve), or exit 2 with its one line."""
+    try:
+        return resolve(name, suffixes, search_folders(settings["models"]["uploads"], PLUGIN_DIR), labelled, exports)
+    except InputError as e:
+        fail(prog, str(e))
 
 
 def absolute(path: str | None) -> str | None:

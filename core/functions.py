@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import InputError, shown
-from core.model_names import check_name
+from core.model_names import MODEL_SUFFIXES, check_name
 from core.regions import Roi
 from core.results import json_schema
 from core.settings import SCHEMA, defaults, is_number
@@ -182,7 +182,7 @@ class FunctionSpec:
     place: Callable[[Any, tuple[int, int, int, int], tuple[int, int]], Any] = lambda result, box, size: result
     runtimes: Callable[[dict], tuple[str | None, ...]] = lambda section: (None,)
     streams: Callable[[str | None], bool] = lambda runtime: True
-    suffixes: tuple[str, ...] = (".xml", ".onnx", ".tflite")
+    suffixes: tuple[str, ...] = MODEL_SUFFIXES
     labelled: bool = False
     exports: bool = True
 

@@ -18,6 +18,7 @@ from core.errors import InputError, shown
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # An anomalib export folder (`anomalib export --export_type openvino`): the IR at its top or under weights/openvino.
+MODEL_SUFFIXES = (".xml", ".onnx", ".tflite")  # the files a segmenter's name may stand for, in the order looked for
 EXPORT_LAYOUTS = ("model.xml", os.path.join("weights", "openvino", "model.xml"))
 
 

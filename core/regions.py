@@ -28,18 +28,19 @@ class Roi(NamedTuple):
         Raises:
             InputError: not four non-negative numbers with a width and height above 0; one line.
         """
+        numbers = value
         if isinstance(value, str) and len(value) <= 200:
             text = value.strip().removeprefix("[").removesuffix("]")
             try:
-                value = [float(part) for part in text.split(",")]
+                numbers = [float(part) for part in text.split(",")]
             except ValueError:
                 pass
-        numbers = isinstance(value, (list, tuple)) and len(value) == 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-        if not numbers or min(value) < 0 or value[2] <= 0 or value[3] <= 0:
+        valid = isinstance(numbers, (list, tuple)) and len(numbers) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+        if not valid or min(numbers) < 0 or numbers[2] <= 0 or numbers[3] <= 0:
             raise InputError("roi must be [x, y, w, h]: pixels of the image sent, or fractions of its size "
                              f"(all four at most 1), with w and h above 0; got {shown(value, json.dumps)}")
-        return cls(*(float(v) for v in value))
+        return cls(*(float(v) for v in numbers))
 
     @property
     def fractions(self) -> bool:

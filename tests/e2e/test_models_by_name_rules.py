@@ -3,9 +3,12 @@ naming them with `object_construct("model", ...)`, each answering with its own m
 files replaced (.xml, then .bin, as the upload API takes one file at a time) while frames flow at 20
 frames/s: every frame answered, none refused, and the answers switch to the new version within seconds."""
 import base64
+import io
 import json
 import os
 import time
+
+from PIL import Image
 
 from tests.support.paths import REPO, fixture_path
 from tools import harness
@@ -102,3 +105,36 @@ def test_two_rules_use_their_own_models_and_a_replaced_model_swaps_in_without_a_
     print(f"models by name: {AFTER} frames at {RATE}/s on two rules, all answered; partA switched "
           f"{switched_after:.2f} s after its replacement began (frame {first_new})")
     assert first_new >= BEFORE and switched_after < 10, f"the new version answered {switched_after:.1f} s after"
+
+
+def test_a_region_from_each_message_and_the_overlay_picture_in_a_rule(kuiperd, kuiper, defect_plugin, mosquitto,
+                                                                       mqtt_pub, mqtt_sub, unique):
+    """`inference(image, object_construct("roi", roi, "picture", "overlay"))` with the region in each message:
+    boxes in the whole frame's pixels inside the region, the overlay picture the region's own size; a region
+    outside the frame is that frame's one-line error and the next frame is served."""
+    topic, out = unique("frames"), mqtt_sub(unique("out"))
+    stream = unique("cells")
+    kuiper.create_stream(f'CREATE STREAM {stream} () WITH (DATASOURCE="{topic}", FORMAT="JSON")')
+    kuiper.create_rule(unique("roi"), f'SELECT seq, inference(image, object_construct("roi", roi, "picture", '
+                       f'"overlay")) AS result FROM {stream}',
+                       [kuiperd.mqtt_action(out.topic, sendSingle=True)], {"sendError": True})
+    mosquitto.wait_subscribed(topic)
+    surface = read(fixture_path("images", "surfaces", "bad", "bad_02_3.png"))  # 256x256
+    frame = base64.b64encode(surface).decode()
+    for seq, roi in enumerate(([0, 0, 128, 256], [0, 0, 999, 10], [0.5, 0, 0.5, 1])):
+        mqtt_pub.publish(topic, json.dumps({"seq": seq, "image": frame, "roi": roi}).encode())
+    harness.wait_until(lambda: len(messages(out)) >= 3, 60, what="3 answers")
+    rows = messages(out)
+    by_seq = {m["seq"]: m["result"] for m in rows if isinstance(m.get("seq"), int)}
+    errors = [m["error"] for m in rows if "error" in m]
+    assert len(errors) == 1 and "roi [0, 0, 999, 10] is outside the 256x256 image" in errors[0], rows
+    left, right = by_seq[0], by_seq[2]
+    for result, (low, high) in ((left, (0, 128)), (right, (128, 256))):
+        assert (result["width"], result["height"]) == (256, 256)
+        assert result["defect"] == len(result["defects"])
+        assert all(low <= box["x"] and box["x"] + box["w"] <= high for box in result["defects"]), result["defects"]
+        picture = base64.b64decode(result["base64"])
+        assert picture[:2] == b"\xff\xd8"
+        with Image.open(io.BytesIO(picture)) as drawn:
+            assert drawn.size == (128, 256)  # the region, drawn at its own size
+    assert left["defect"] + right["defect"] >= 1

@@ -47,9 +47,11 @@ def images(tmp_path_factory):
 
 
 @pytest.mark.parametrize("script,options", [
-    ("label.py", ["-k K, --top-k K", "-m MODEL, --model MODEL", "-l LABELS, --labels LABELS", "--threads N"]),
+    ("label.py", ["-k K, --top-k K", "-m MODEL, --model MODEL", "-l LABELS, --labels LABELS", "--threads N",
+                  "--model-name NAME", "--roi X,Y,W,H"]),
     ("inference.py", ["-t P, --threshold P", "-m MODEL, --model MODEL", "-d DEVICE, --device DEVICE",
-                      "-o PATH, --out PATH", "--threads N"]),
+                      "-o PATH, --out PATH", "--threads N", "--model-name NAME", "--roi X,Y,W,H",
+                      "--picture {side-by-side,overlay,none}"]),
 ])
 def test_help_lists_the_options_and_loads_no_model(plugin_dir, script, options):
     completed = subprocess.run([sys.executable, script, "--help"], cwd=plugin_dir, capture_output=True, text=True,
@@ -162,11 +164,15 @@ def test_inference_out_with_several_images_is_a_folder(plugin_dir, images, tmp_p
     ("label.py", ["-k", "0"], "argument -k/--top-k: must be a whole number of at least 1, got '0'"),
     ("inference.py", ["--threshold", "high"], "argument -t/--threshold: must be a number from 0 to 1, got 'high'"),
     ("inference.py", ["--device", "TPU"], "argument -d/--device: must be one of CPU, GPU, NPU, AUTO"),
+    ("inference.py", ["--roi", "1,2"], "argument --roi: roi must be [x, y, w, h]"),
+    ("label.py", ["--model-name", "../cls"], "model must be a model's name"),
+    ("inference.py", ["--model-name", "nothere"], "no model named 'nothere': looked for nothere.xml"),
 ])
 def test_bad_options_are_refused_before_any_model_loads(plugin_dir, script, args, message):
     status, lines, errors = run(plugin_dir, script, *args)
     assert (status, lines) == (2, [])
-    assert len(errors) == 1 and errors[0].startswith(f"{script}: error: {message}")
+    # argparse's own refusals say "error:"; a name that resolves to nothing is the plugin's own line.
+    assert len(errors) == 1 and errors[0].startswith((f"{script}: error: {message}", f"{script}: {message}")), errors
 
 
 @pytest.mark.parametrize("script", ["label.py", "inference.py"])
@@ -216,3 +222,29 @@ def test_a_command_in_a_folder_named_as_its_package_runs_with_the_repo_on_python
                                capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": REPO})
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("usage:")
+
+
+def test_a_model_by_name_a_region_and_the_overlay_as_the_function_takes_them(plugin_dir, tmp_path):
+    """`inference.py --model-name partB --roi ... --picture overlay`: partB found in the upload folder the config
+    names, the boxes in the whole image's pixels and inside the region, the picture the region's own size."""
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for suffix in (".xml", ".bin"):
+        shutil.copy(fixture_path("models", "anomalib_padim_surface", "model" + suffix), uploads / f"partB{suffix}")
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps({"models": {"uploads": str(uploads)}}))
+    surface = fixture_path("images", "surfaces", "bad", "bad_02_3.png")
+    picture = tmp_path / "overlay.jpg"
+    status, lines, errors = run(plugin_dir, "inference.py", "--model-name", "partB", "--roi", "0,0,0.5,1",
+                                "--picture", "overlay", "-o", str(picture), surface, env={"DEFECT_CONFIG": str(site)})
+    assert (status, errors) == (0, []), errors
+    result = lines[0]["result"]
+    assert "score" in result and (result["width"], result["height"]) == (256, 256)  # the anomalib model's answer
+    assert result["defect"] >= 1 and all(box["x"] + box["w"] <= 128 for box in result["defects"])
+    with Image.open(picture) as drawn:
+        assert drawn.size == (128, 256)  # the region the model saw, at its own size
+    status, lines, _ = run(plugin_dir, "inference.py", "--picture", "none", surface)
+    assert status == 0 and "base64" not in lines[0]["result"] and "score" not in lines[0]["result"]
+    status, lines, errors = run(plugin_dir, "label.py", "--roi", "0,0,0.5,1", "-k", "1",
+                                fixture_path("images", "cat.bmp"))
+    assert status == 0 and len(lines[0]["result"]) == 1, errors

@@ -99,7 +99,8 @@ def test_optional_result_fields_are_left_out_when_none_and_kept_when_set():
                               "area": 5}], "score": 0.25, "anomalous": False, "width": 10, "height": 20}
     assert answer([Label(confidence=0.5, label="1:a")]) == [{"confidence": 0.5, "label": "1:a"}]
     schema = INFERENCE.result_schema()
-    assert set(schema["required"]) == {"inference time", "defect", "defects", "width", "height"}  # base64: left out with "picture": "none"
+    # base64 is left out with "picture": "none"
+    assert set(schema["required"]) == {"inference time", "defect", "defects", "width", "height"}
     pictured = {**answer(report), "base64": "AA=="}
     jsonschema.validate(pictured, schema)  # score and anomalous may be there
     jsonschema.validate({key: value for key, value in pictured.items() if key not in ("score", "anomalous")}, schema)
