@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 from core.errors import InputError, shown
 
+MAX_SIDE = 1_000_000  # no side of an image is longer: a larger number is no region (1e308 + 1e308 is inf)
+
 
 class Roi(NamedTuple):
     """A region of interest as a call gives it: pixels of the image sent, or fractions of its size
@@ -37,7 +39,7 @@ class Roi(NamedTuple):
                 pass
         valid = isinstance(numbers, (list, tuple)) and len(numbers) == 4 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
-        if not valid or min(numbers) < 0 or numbers[2] <= 0 or numbers[3] <= 0:
+        if not valid or min(numbers) < 0 or max(numbers) > MAX_SIDE or numbers[2] <= 0 or numbers[3] <= 0:
             raise InputError("roi must be [x, y, w, h]: pixels of the image sent, or fractions of its size "
                              f"(all four at most 1), with w and h above 0; got {shown(value, json.dumps)}")
         return cls(*(float(v) for v in numbers))

@@ -300,3 +300,19 @@ def test_make_package_bundles_a_custom_model(tmp_path):
     assert not (unpacked / "models" / "custom").exists()
     with open(unpacked / "config.json") as f:
         assert json.load(f)["defect"]["model"] == "models/model.xml"
+
+
+def test_the_overlay_shows_the_anomaly_map_as_a_heat_map_hottest_on_the_defect():
+    """An anomalib export has an anomaly map: the overlay tints the frame with it, red where the model found
+    the defect, cool (blue) on the normal surface, the box outlined on top."""
+    image = cv2.imread(fixture_path("images", "surfaces", "bad", "bad_04_2.png"))
+    result = answer(DefectSegmenter(model=export_xml()).load().inspect(image, picture="overlay"))
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(result["base64"]), np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == image.shape and result["defect"] == 1
+    box = result["defects"][0]
+    inside = picture[box["y"] + 3:box["y"] + box["h"] - 3, box["x"] + 3:box["x"] + box["w"] - 3].astype(int)
+    far = picture[-40:, :40].astype(int)  # a corner of normal surface, away from the count and the box
+    warmth = lambda pixels: float((pixels[..., 2] - pixels[..., 0]).mean())  # noqa: E731  red minus blue
+    assert warmth(inside) > warmth(far) + 40, (warmth(inside), warmth(far))
+    plain = image[-40:, :40].astype(int)
+    assert warmth(far) < warmth(plain) - 5  # the normal surface is tinted blue, not left as it was

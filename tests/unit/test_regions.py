@@ -2,6 +2,7 @@
 reports boxes in the whole image's pixels; `{"picture": "overlay" | "none"}` (core/regions.py,
 core/image_input.py, inference.py, core/serving.py)."""
 import base64
+import os
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from core.image_input import decode_image
 from core.regions import Roi, region_box
 from core.serving import ServedFunction
 from tests.support.detection_score import Match, match_boxes
+from tests.support.paths import REPO
 from tools.synthetic_surface import surface_with_truth
 
 LIMITS = {"max_pixels": 40_000_000, "max_bytes": 20_000_000}
@@ -30,7 +32,8 @@ def test_a_region_in_pixels_or_fractions_is_whole_pixels_of_the_image(given, siz
 
 
 @pytest.mark.parametrize("given", [[1, 2, 3], [0, 0, 0, 10], [-1, 0, 10, 10], [0, 0, "a", 1], "x,y,w,h",
-                                   [0, 0, float("nan"), 1], [True, 0, 1, 1], {"x": 1}, "1," * 10_000])
+                                   [0, 0, float("nan"), 1], [1e308, 0, 1e308, 1], [True, 0, 1, 1], {"x": 1},
+                                   "1," * 10_000])
 def test_a_malformed_region_is_one_line(given):
     with pytest.raises(InputError, match=r"^roi must be \[x, y, w, h\]") as caught:
         Roi.parse(given)
@@ -155,3 +158,19 @@ def test_the_side_by_side_picture_stays_the_default_and_none_leaves_it_out(setti
         function.serve_one(model, png, {"picture": "heat"})
     with pytest.raises(InputError, match="^the options object takes k, model, explain, roi; got 'picture'"):
         ServedFunction(LABEL_IMAGE, settings).check_option({"picture": "overlay"}, None)
+
+
+def test_the_pictures_the_docs_show_are_what_the_function_draws(tmp_path):
+    """docs/functions.md shows both pictures (tools/docs_pictures.py): drawn again, they match the committed
+    files (JPEG and a CPU's rounding aside) and docs/functions.md links both."""
+    from tools.docs_pictures import FOLDER, PICTURES, render
+    answers = render(str(tmp_path))
+    for picture in PICTURES:
+        drawn = cv2.imread(str(tmp_path / f"{picture}.jpg"))
+        committed = cv2.imread(os.path.join(FOLDER, f"{picture}.jpg"))
+        assert committed is not None and drawn.shape == committed.shape, picture
+        assert np.abs(drawn.astype(int) - committed.astype(int)).mean() < 2, picture
+        assert answers[picture]["defect"] == 3
+    with open(os.path.join(REPO, "docs", "functions.md"), encoding="utf-8") as f:
+        page = f.read()
+    assert all(f"(pictures/{picture}.jpg)" in page for picture in PICTURES)
