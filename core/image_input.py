@@ -177,7 +177,8 @@ def decode_image(value: Any, max_pixels: int, max_bytes: int, fit: tuple[int, in
     if width * height > max_pixels:
         raise InputError(f"{_SHOWN.get(fmt, fmt)} declares {width}x{height} = {width * height} pixels, "
                          f"over the limit of {max_pixels} (input.max_pixels)")
-    if roi is not None:  # refused before decoding; a JPEG is decoded large enough for the region
+    if roi is not None and fmt == "JPEG":  # its header size is as oriented: refused before decoding, and
+        # decoded large enough for the region (other formats are checked on their decoded, oriented size)
         _, _, region_width, region_height = region_box(roi, (width, height))
         if fit is not None:
             fit = (-(-fit[0] * width // region_width), -(-fit[1] * height // region_height))

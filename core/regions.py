@@ -6,7 +6,6 @@ parses it from a call's options.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, NamedTuple
 
 from core.errors import InputError, shown
@@ -37,9 +36,10 @@ class Roi(NamedTuple):
                 numbers = [float(part) for part in text.split(",")]
             except ValueError:
                 pass
+        # Bounded before any arithmetic: an int of 400 digits overflows a float (math.isfinite raises).
         valid = isinstance(numbers, (list, tuple)) and len(numbers) == 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
-        if not valid or min(numbers) < 0 or max(numbers) > MAX_SIDE or numbers[2] <= 0 or numbers[3] <= 0:
+            isinstance(v, (int, float)) and not isinstance(v, bool) and -MAX_SIDE <= v <= MAX_SIDE for v in numbers)
+        if not valid or min(numbers) < 0 or numbers[2] <= 0 or numbers[3] <= 0:
             raise InputError("roi must be [x, y, w, h]: pixels of the image sent, or fractions of its size "
                              f"(all four at most 1), with w and h above 0; got {shown(value, json.dumps)}")
         return cls(*(float(v) for v in numbers))

@@ -192,9 +192,9 @@ def test_with_no_record_yet_the_first_frames_are_served_while_the_measurement_ru
     assert not measure_later and (model.runtime, model.threads) == (kept[0], int(kept[1]))
 
 
-def test_a_window_with_no_record_yet_serves_copies_while_its_ways_are_measured(settings, caplog, tmp_path,
+def test_a_window_with_no_record_yet_serves_one_model_while_its_ways_are_measured(settings, caplog, tmp_path,
                                                                                monkeypatch):
-    """The window form serves its first frames on single-threaded copies of the first runtime, then swaps in
+    """The window form serves its first frames on one model of the first runtime at every core, then swaps in
     the way its measurement keeps; the next load reads the record and measures nothing."""
     monkeypatch.setattr("label.platform.machine", lambda: "x86_64")
     monkeypatch.setattr("core.tuning.usable_cores", lambda: 2)
@@ -207,14 +207,15 @@ def test_a_window_with_no_record_yet_serves_copies_while_its_ways_are_measured(s
         window.start_loading()
         assert window.loaded.wait(120) and window.error is None, window.error
         first = window.model
-        assert [(m.runtime, m.threads) for m in first.models] == [("litert", 1), ("litert", 1)]
-        assert len({id(m) for m in first.models}) == 2
+        # One model at every core, shared by both workers: one build before the first window.
+        assert [(m.runtime, m.threads) for m in first.models] == [("litert", 2), ("litert", 2)]
+        assert len({id(m) for m in first.models}) == 1
         deadline = time.monotonic() + 180
         while window.model is first or window.name not in json.loads(record.read_text() if record.exists() else "{}"):
             assert time.monotonic() < deadline, "the measurement never replaced the first copies"
             time.sleep(0.05)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{window.name}:")]
-    assert said[0] == f"{window.name}: 2 workers, 2 copies at 1 thread (litert) while the ways are measured", said
+    assert said[0] == f"{window.name}: 2 workers, 1 model at 2 threads (litert) while the ways are measured", said
     assert said[1] == f"{window.name}: model loaded", said
     [line] = [m for m in said if "measured at load" in m]
     kept = re.match(rf"{window.name}: (.+?), measured at load", line).group(1)
