@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from core.image_input import decode_image
 from core.model_names import MODEL_SUFFIXES
 from core.regions import region_box
 from core.results import Inspection, Region, answer
-from core.settings import DEVICES, PLUGIN_DIR, check_value, defaults, device_family, load_settings
+from core.settings import DEVICES, PLUGIN_DIR, check_value, defaults, device_family, is_number, load_settings
 
 if TYPE_CHECKING:
     from core.openvino_runtime import ov
@@ -189,6 +190,7 @@ class DefectSegmenter:
         self.model_path, self.device_wanted, self.color = model, device, color
         self.threshold, self.min_area, self.jpeg_quality, self.threads = threshold, min_area, jpeg_quality, threads
         self.input_size, self.input_scale, self.output = input_size, input_scale, output
+        self.metadata: AnomalibMetadata | None = None  # an anomalib 1.x export's, found by `prepare`
 
     def prepare(self, core: ov.Core | None = None) -> ov.Model:
         """The model read and edited for our frames (static size, pre-processing in the graph), not compiled.
@@ -206,6 +208,12 @@ class DefectSegmenter:
         if len(model.inputs) != 1:
             raise ValueError(f"{self.model_path} has {len(model.inputs)} inputs; a one-image segmenter is needed")
         self.outputs = choose_outputs(model, self.output)
+        # An anomalib 1.x export: one raw anomaly map, its thresholds and normalisation in metadata.json
+        # beside it (anomalib 2 exports post-process in the graph and name their outputs).
+        self.metadata = None if self.outputs.anomalib or len(model.outputs) != 1 else \
+            AnomalibMetadata.beside(self.model_path)
+        if self.metadata:
+            self.outputs = self.outputs._replace(anomaly_map=self.outputs.mask, anomalib=True)
         rank = model.outputs[self.outputs.mask].get_partial_shape().rank
         if rank.is_static and rank.get_length() not in (3, 4):
             # A classifier's [1, classes] output: no map to find regions in (told at load, not per frame).
@@ -280,6 +288,8 @@ class DefectSegmenter:
     def read(self, results: Any, threshold: float | None) -> tuple[np.ndarray, dict, np.ndarray | None]:
         """(mask, image-level fields, anomaly map or None) from one inference's outputs (see `predict`)."""
         chosen = self.outputs
+        if self.metadata:
+            return self.metadata.read(squeezed_map(results[chosen.mask]), threshold)
         fields = {}
         score = None if chosen.score is None else float(np.asarray(results[chosen.score]).reshape(-1)[0])
         if score is not None:
@@ -326,6 +336,66 @@ class DefectSegmenter:
             drawn = None
         return Inspection(inference_time=round(elapsed_ms, 2), defect=len(defects), defects=defects,
                           width=width, height=height, base64=drawn, **fields)
+
+
+METADATA_BYTES = 1_000_000  # anomalib writes a few hundred bytes; an upload of more is no metadata
+
+
+class AnomalibMetadata(NamedTuple):
+    """What an anomalib 1.x export's metadata.json holds, read as anomalib's OpenVINOInferencer reads it:
+    thresholds on the raw outputs, and the min-max normalisation that maps each threshold to 0.5."""
+
+    pixel_threshold: float
+    image_threshold: float
+    map_range: tuple[float, float] | None  # anomaly_maps.min, .max
+    score_range: tuple[float, float] | None  # pred_scores.min, .max
+
+    @classmethod
+    def beside(cls, model_path: str) -> AnomalibMetadata | None:
+        """The metadata.json in the model's folder, or None if there is none.
+
+        Raises:
+            ValueError: a metadata.json that is no anomalib metadata (too large, not JSON, no thresholds).
+        """
+        path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metadata.json")
+        if not os.path.isfile(path):
+            return None
+        if os.path.getsize(path) > METADATA_BYTES:
+            raise ValueError(f"{path} is over {METADATA_BYTES} bytes: no anomalib metadata")
+        try:
+            with open(path, encoding="utf-8") as f:
+                found = json.load(f)
+            number = lambda key: float(found[key]) if is_number(found.get(key)) else None  # noqa: E731
+            pixel, image = number("pixel_threshold"), number("image_threshold")
+            if pixel is None or image is None:
+                raise ValueError("it has no numeric pixel_threshold and image_threshold")
+            ranges = [(number(f"{name}.min"), number(f"{name}.max")) for name in ("anomaly_maps", "pred_scores")]
+            ranges = [r if None not in r and r[1] > r[0] else None for r in ranges]
+        except (ValueError, AttributeError, RecursionError) as e:
+            raise ValueError(f"{path} is no anomalib metadata: {first_line(e)}") from None
+        return cls(pixel, image, *ranges)
+
+    def read(self, raw: np.ndarray, threshold: float | None) -> tuple[np.ndarray, dict, np.ndarray]:
+        """(mask, {"score", "anomalous"}, normalised map) from the raw anomaly map, as DefectSegmenter.read:
+        without a threshold the raw map and score against the metadata's thresholds, with one the
+        normalised map and score above it."""
+        heat = normalized(raw, self.pixel_threshold, self.map_range)
+        top = float(raw.max())
+        score = float(normalized(np.float32(top), self.image_threshold, self.score_range))
+        if threshold is None:
+            mask, anomalous = raw >= self.pixel_threshold, top >= self.image_threshold
+        else:
+            mask, anomalous = heat > threshold, score > threshold
+        return mask.astype(np.uint8), {"score": round(score, 4), "anomalous": bool(anomalous)}, heat
+
+
+def normalized(values: np.ndarray, threshold: float, value_range: tuple[float, float] | None) -> np.ndarray:
+    """anomalib's min-max normalisation: the threshold at 0.5, the range over 1, clipped to 0..1 (no range:
+    the values as they are)."""
+    if value_range is None:
+        return values
+    low, high = value_range
+    return np.clip((values - threshold) / (high - low) + 0.5, 0, 1)
 
 
 def placed(report: Inspection, box: tuple[int, int, int, int], size: tuple[int, int]) -> Inspection:

@@ -8,6 +8,7 @@ and OpenAPI, the gRPC mapping and the client all derive from it or are checked a
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import InputError, shown
-from core.model_names import MODEL_SUFFIXES, check_name
+from core.model_names import METADATA, MODEL_SUFFIXES, check_name
 from core.regions import Roi
 from core.results import json_schema
 from core.settings import SCHEMA, defaults, is_number
@@ -219,4 +220,7 @@ class FunctionSpec:
         paths = [conf.get(name) for name, key in SCHEMA[self.section].items() if key.path]
         if str(conf.get("model", "")).endswith(".xml"):
             paths.append(conf["model"][:-4] + ".bin")
+        if self.exports and conf.get("model"):
+            metadata = os.path.join(os.path.dirname(conf["model"]), METADATA)
+            paths.append(metadata if os.path.isfile(metadata) else None)
         return [path for path in paths if path]

@@ -18,6 +18,7 @@ from core.errors import InputError, shown
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # An anomalib export folder (`anomalib export --export_type openvino`): the IR at its top or under weights/openvino.
+METADATA = "metadata.json"  # beside an anomalib 1.x export's model (inference.AnomalibMetadata)
 MODEL_SUFFIXES = (".xml", ".onnx", ".tflite")  # the files a segmenter's name may stand for, in the order looked for
 EXPORT_LAYOUTS = ("model.xml", os.path.join("weights", "openvino", "model.xml"))
 
@@ -118,6 +119,9 @@ def _files(name: str, path: str, folder: str, labelled: bool) -> ModelFiles:
         if not os.path.isfile(weights):
             raise InputError(f"model {name}: {os.path.basename(path)} has no {os.path.basename(weights)} beside it")
         files.append(weights)
+    metadata = os.path.join(os.path.dirname(path), METADATA)
+    if not labelled and os.path.isfile(metadata):  # an anomalib 1.x export's thresholds: part of its version
+        files.append(metadata)
     labels = None
     if labelled:
         labels = next((p for p in (os.path.join(folder, f"{name}.txt"), os.path.join(folder, f"{name}_labels.txt"))

@@ -316,3 +316,45 @@ def test_the_overlay_shows_the_anomaly_map_as_a_heat_map_hottest_on_the_defect()
     assert warmth(inside) > warmth(far) + 40, (warmth(inside), warmth(far))
     plain = image[-40:, :40].astype(int)
     assert warmth(far) < warmth(plain) - 5  # the normal surface is tinted blue, not left as it was
+
+
+def anomalib_v1_export(folder, metadata):
+    """An IR shaped as an anomalib 1.x export: a float image in [0, 1] to one raw anomaly map (here the
+    pixels' mean over the colours), and its metadata.json beside it."""
+    folder.mkdir(exist_ok=True)
+    image = ops.parameter([1, 3, 64, 64], np.float32, name="input")
+    node = ops.reduce_mean(image, ops.constant(np.array([1], np.int64)), keep_dims=True)
+    node.output(0).set_names({"output"})
+    ov.save_model(ov.Model([ops.result(node)], [image]), str(folder / "model.xml"))
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return str(folder / "model.xml")
+
+
+V1_METADATA = {"task": "segmentation", "pixel_threshold": 0.6, "image_threshold": 0.7,
+               "anomaly_maps.min": 0.0, "anomaly_maps.max": 1.0, "pred_scores.min": 0.0, "pred_scores.max": 1.0}
+
+
+def test_an_anomalib_1_export_is_read_with_its_metadata_as_anomalibs_inferencer_reads_it(tmp_path):
+    """Raw map >= pixel_threshold is the mask, its max >= image_threshold the verdict, and the score is
+    min-max normalised with the image threshold at 0.5: ((1.0 - 0.7) / 1) + 0.5 = 0.8 for a white patch."""
+    xml = anomalib_v1_export(tmp_path / "v1", V1_METADATA)
+    frame = np.full((128, 128, 3), 50, np.uint8)
+    frame[32:64, 16:48] = 255  # one white patch: raw 1.0 there, 0.2 elsewhere (input scaled to [0, 1])
+    model = DefectSegmenter(model=xml).load()
+    result = answer(model.inspect(frame, picture="none"))
+    assert result["defect"] == 1 and result["score"] == 0.8 and result["anomalous"] is True, result
+    box = result["defects"][0]
+    assert (box["x"], box["y"], box["w"], box["h"]) == (16, 32, 32, 32)
+    # With a threshold: the normalised map ((1.0 - 0.6) + 0.5 = 0.9 in the patch) and score above it.
+    assert answer(model.inspect(frame, 0.85, picture="none"))["defect"] == 1
+    above = answer(model.inspect(frame, 0.95, picture="none"))
+    assert above["defect"] == 0 and above["anomalous"] is False
+    plain = answer(model.inspect(np.full((128, 128, 3), 50, np.uint8), picture="none"))
+    assert plain["defect"] == 0 and plain["anomalous"] is False and plain["score"] == 0.0
+
+
+def test_metadata_that_is_no_anomalib_metadata_fails_the_load_in_one_line(tmp_path):
+    xml = anomalib_v1_export(tmp_path / "v1", {"task": "segmentation", "pixel_threshold": "high"})
+    with pytest.raises(ValueError, match=r"metadata.json is no anomalib metadata: .*pixel_threshold") as refused:
+        DefectSegmenter(model=xml).load()
+    assert "\n" not in str(refused.value)
