@@ -1,8 +1,8 @@
 """Models loaded by name for one function, swapped without a dropped frame.
 
 A name (core/model_names.py) loads on first use, in the background, and stays loaded up to
-`models.max_loaded` (the least recently used unloaded first). When its files change (an upload
-again, a copy in place), the new version loads in the background once the files have been still
+`models.max_loaded` and `models.max_memory_mb` (the least recently used unloaded first). When its
+files change (an upload again, a copy in place), the new version loads in the background once the files have been still
 for `models.settle_seconds`, while the version loaded before keeps answering; the next call after
 the load gets the new one. A version that fails to load is logged and the old one keeps serving.
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ModelFailed, ModelUnavailable, first_line
+from core.memory import rss_mb
 from core.model_names import ModelFiles
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Loaded:
     model: Any
     stats: tuple
     loaded_at: float  # time.time()
+    memory_mb: float = 0.0  # what the process's resident memory grew by while it loaded
 
 
 class _Entry:
@@ -46,7 +48,7 @@ class NamedModels:
     """One function's models by name. Thread-safe: the calls of every worker share it."""
 
     def __init__(self, what: str, build: Callable[[ModelFiles], Any], max_loaded: int, settle_seconds: float,
-                 wait_seconds: float, loading: threading.Lock | None = None):
+                 wait_seconds: float, loading: threading.Lock | None = None, max_memory_mb: float = 0):
         """
         Args:
             what: the function's name, for messages.
@@ -55,8 +57,10 @@ class NamedModels:
             settle_seconds: how long a changed file must stay unchanged before it is read.
             wait_seconds: the most a call waits for a first load before "still loading".
             loading: a lock every model load takes (one load at a time per process).
+            max_memory_mb: the memory the loaded names may take together (0: no bound), each as measured
+                while it loaded; beyond, the least recently used go first. The newest always stays.
         """
-        self.what, self.build = what, build
+        self.what, self.build, self.max_memory_mb = what, build, max_memory_mb
         self.max_loaded, self.settle_seconds, self.wait_seconds = max_loaded, settle_seconds, wait_seconds
         self.loading = loading or threading.Lock()
         self.lock = threading.Lock()
@@ -101,9 +105,11 @@ class NamedModels:
     def _load(self, files: ModelFiles, stats: tuple, entry: _Entry) -> None:
         started = time.monotonic()
         try:
-            with self.loading:
+            with self.loading:  # one load at a time, so the growth is this model's (and frames' meanwhile)
+                before = rss_mb()
                 model = self.build(files)
-            loaded = Loaded(files.name, ModelFiles.version_of(stats), model, stats, time.time())
+                grown = max(0.0, rss_mb() - before)
+            loaded = Loaded(files.name, ModelFiles.version_of(stats), model, stats, time.time(), round(grown, 1))
             with self.lock:
                 swapped = entry.loaded is not None
                 entry.loaded, entry.failed, entry.error = loaded, None, None
@@ -121,15 +127,26 @@ class NamedModels:
             entry.done.set()
 
     def _evict(self, keep: str) -> None:
-        """Unloads the least recently used names beyond max_loaded (caller holds the lock)."""
+        """Unloads the least recently used names beyond max_loaded or max_memory_mb (caller holds the lock)."""
         others = [name for name, entry in self.entries.items() if entry.loaded is not None and name != keep]
         for name in others[:max(0, len(others) + 1 - self.max_loaded)]:  # `keep` counts as one of max_loaded
             log.info("%s: model %s unloaded (models.max_loaded %d)", self.what, name, self.max_loaded)
+            del self.entries[name]
+            others.remove(name)
+        if not self.max_memory_mb:
+            return
+        total = sum(entry.loaded.memory_mb for entry in self.entries.values() if entry.loaded is not None)
+        for name in others:  # least recently used first
+            if total <= self.max_memory_mb:
+                break
+            total -= self.entries[name].loaded.memory_mb
+            log.info("%s: model %s unloaded (models.max_memory_mb %g)", self.what, name, self.max_memory_mb)
             del self.entries[name]
 
     def listing(self) -> list[dict]:
         """What is loaded: name, version, load time (ISO), most recently used last."""
         with self.lock:
             return [{"name": e.loaded.name, "version": e.loaded.version,
-                     "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.loaded.loaded_at))}
+                     "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.loaded.loaded_at)),
+                     "memory_mb": e.loaded.memory_mb}
                     for e in self.entries.values() if e.loaded is not None]

@@ -144,7 +144,7 @@ class ServedFunction:
         """This function's models by name (core/model_pool.py)."""
         conf = self.settings["models"]
         return NamedModels(self.name, self.build_named, conf["max_loaded"], conf["settle_seconds"],
-                           MODEL_WAIT_SECONDS, LOADING)
+                           MODEL_WAIT_SECONDS, LOADING, conf["max_memory_mb"])
 
     def build_named(self, files: ModelFiles) -> Any:
         """A model by name, loaded with the configured model's settings (its measured threads and runtime)."""

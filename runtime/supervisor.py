@@ -22,6 +22,8 @@ import threading
 import time
 from collections import deque
 
+from core.memory import rss_mb
+
 log = logging.getLogger(__name__)
 
 # A degraded worker exits with this when a model file changed: start a normal one.
@@ -69,14 +71,6 @@ def memory_cap_mb(configured: int) -> int:
         if text.isdigit():
             total = min(total, int(text))
     return total // 2 // 2**20
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-    except (OSError, StopIteration):  # gone, or a zombie without memory
-        return 0.0
 
 
 class Supervisor:

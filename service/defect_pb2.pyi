@@ -109,18 +109,20 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("function", "name", "version", "loaded_at", "configured")
+    __slots__ = ("function", "name", "version", "loaded_at", "configured", "memory_mb")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
     CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     function: str
     name: str
     version: str
     loaded_at: str
     configured: bool
-    def __init__(self, function: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., loaded_at: _Optional[str] = ..., configured: _Optional[bool] = ...) -> None: ...
+    memory_mb: float
+    def __init__(self, function: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., loaded_at: _Optional[str] = ..., configured: _Optional[bool] = ..., memory_mb: _Optional[float] = ...) -> None: ...
 
 class ModelList(_message.Message):
     __slots__ = ("models",)

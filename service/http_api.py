@@ -113,6 +113,8 @@ class LoadedModel(BaseModel):
     version: str = Field(description="its files' modification times")
     loaded_at: str = Field(description="when this version was loaded, ISO 8601 UTC")
     configured: bool = Field(description="the function's configured model (else a model by name)")
+    memory_mb: float | None = Field(None, description="a model by name: what the resident memory grew by while "
+                                                      "it loaded (models.max_memory_mb)")
 
 
 class ModelList(BaseModel):

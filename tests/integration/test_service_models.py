@@ -163,6 +163,7 @@ def test_get_models_lists_each_functions_models_with_versions_and_load_times(ser
         models = json.loads(response.read())["models"]
     by_key = {(m["function"], m["name"]): m for m in models}
     assert by_key[("inference", "partB")]["configured"] is False
+    assert by_key[("inference", "partB")]["memory_mb"] > 1  # the anomalib export: tens of MB (make bench)
     configured = by_key[("inference", "model")]
     assert configured["configured"] is True and configured["version"] and configured["loaded_at"].endswith("Z")
     assert {m["function"] for m in models} == {"inference", "labelImage"}

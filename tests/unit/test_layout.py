@@ -28,7 +28,7 @@ ROOT_FOLDERS = {"core", "runtime", "service", "camera", "tools", "functions", "m
 
 # The plugin (what the zip ships): lower layers never import higher ones. A new module gets a layer here.
 LAYERS = {
-    "core.errors": 0, "core.exit_now": 0, "core.results": 0,
+    "core.errors": 0, "core.exit_now": 0, "core.results": 0, "core.memory": 0,
     "core.settings": 1, "core.regions": 1, "core.tuning": 1, "core.openvino_runtime": 1, "core.model_names": 1,
     # image_input reads the input caps' defaults from settings' schema (OpenCV's own cap before cv2 loads).
     "core.command_line": 2, "core.image_input": 2, "core.functions": 2, "core.model_pool": 2,

@@ -150,3 +150,20 @@ def test_beyond_max_loaded_the_least_recently_used_is_unloaded(tmp_path):
     a, b, c = (settled_files(tmp_path, name) for name in "abc")
     models.get(a), models.get(b), models.get(a), models.get(c)  # b is the least recently used
     assert [m["name"] for m in models.listing()] == ["a", "c"]
+
+
+def test_beyond_max_memory_mb_the_least_recently_used_are_unloaded(tmp_path):
+    """Each model's memory is what the process's resident memory grew by while it loaded."""
+    sizes = {"a": 40, "b": 40, "c": 5}  # MB each model holds (filled, so resident)
+    models = NamedModels("f", lambda f: b"x" * (sizes[f.name] << 20), max_loaded=4, settle_seconds=0.5,
+                         wait_seconds=5.0, max_memory_mb=60)
+    a, b, c = (settled_files(tmp_path, name) for name in "abc")
+    models.get(a)
+    models.get(b)  # a + b is about 80 MB: a, the least recently used, goes
+    listed = models.listing()
+    assert [m["name"] for m in listed] == ["b"] and 30 <= listed[0]["memory_mb"] <= 60, listed
+    models.get(c)  # b + c is about 45 MB: both stay
+    assert [m["name"] for m in models.listing()] == ["b", "c"]
+    alone = NamedModels("f", lambda f: b"x" * (80 << 20), max_loaded=4, settle_seconds=0.5, wait_seconds=5.0,
+                        max_memory_mb=60)
+    assert len(alone.get(a).model) == 80 << 20  # the newest stays even over the bound
