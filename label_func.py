@@ -59,7 +59,7 @@ class ModelFunction(ServedFunction, Function):
         self.last_args = None  # a call that fails leaves nothing to answer from memory
         if option is not None:
             self.check_option(option, None)  # before any wait for the model
-        result = self.serve_one(self.ready_model(), args[0], option)
+        result = self.serve_one(self.model_for(option), args[0], option)
         self.last_args, self.last_result = list(args), result
         return result
 

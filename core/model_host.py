@@ -69,7 +69,10 @@ class ModelHost:
             raise InputError(f"unknown function {shown(name)}: use one of {', '.join(BY_NAME)}")
         if option is not None:
             function.check_option(option, None)  # before any wait for the model
-        models = function.ready_model()
+        models = function.model_for(option)
+        if models is None:  # a model by name: its own load answers, and it runs one call at a time
+            with self._counted(self.busy, name):
+                return function.serve_one(None, image, option)
         with contextlib.ExitStack() as held:
             with self._counted(self.waiting, name):  # waiting for a copy until the borrow returns
                 model = held.enter_context(models.borrowed(wait))

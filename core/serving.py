@@ -253,6 +253,19 @@ class ServedFunction:
             raise ModelUnavailable(self.error)
         return self.model
 
+    def model_for(self, option: Any) -> Any:
+        """The model a call with this option starts from: None when it names a model (that model's own load
+        answers; a call by name never waits on, or fails with, the configured model), else `ready_model()`.
+
+        Raises:
+            ModelUnavailable: as ready_model; a held function holds calls by name too.
+        """
+        if isinstance(option, dict) and option.get("model") is not None:
+            if self.held:
+                raise ModelUnavailable(self.held)
+            return None
+        return self.ready_model()
+
     def check_arity(self, args: list) -> None:
         """InputError unless the call has the image and at most the option."""
         if not 1 <= len(args) <= 2:

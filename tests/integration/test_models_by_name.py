@@ -11,6 +11,7 @@ import pytest
 
 from batch_func import WindowFunction
 from core.catalog import INFERENCE, LABEL_IMAGE
+from core.errors import ModelUnavailable
 from label_func import ModelFunction
 from tests.support.paths import REPO, fixture_path, read_b64
 
@@ -94,7 +95,7 @@ def test_a_labelling_model_by_name_with_its_labels_and_k(settings, uploads):
     ({"model": "nothing"}, "no model named 'nothing'"),
     ({"model": "../models/model"}, "model must be a model's name"),
     ({"model": "cls"}, "model cls could not be loaded"),  # a classifier is no segmenter: found, refused when read
-    ({"modle": "partB"}, "the options object takes threshold, model, explain; got 'modle'"),
+    ({"modle": "partB"}, "the options object takes threshold, model, explain, roi, picture; got 'modle'"),
     ({"threshold": 2}, "threshold must be a number from 0 to 1, got 2"),
     ({"explain": "yes"}, "explain must be true or false"),
 ])
@@ -149,3 +150,19 @@ def test_a_replaced_model_swaps_in_and_the_old_one_answers_until_then(settings, 
         time.sleep(0.05)
     assert "score" in answers[-1] and answers[-1]["version"] != before["version"], answers[-1]
     assert all("score" not in a for a in answers[:-1])  # the old version until the swap, nothing in between
+
+
+def test_a_call_by_name_is_served_when_the_configured_model_failed_to_load(settings, uploads, tmp_path):
+    """A model by name does not wait on, or fail with, the configured model: a plugin whose defect.model is
+    broken still serves partB; a call without a name answers the configured model's one line."""
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<not a model/>")
+    settings = {**settings, "models": {**settings["models"], "uploads": str(uploads), "settle_seconds": 0.5},
+                "defect": {**settings["defect"], "model": str(broken), "threads": 1}}
+    inference = ModelFunction(INFERENCE, settings)
+    inference.start_loading()
+    assert inference.loaded.wait(120) and inference.error, "the broken model loaded"
+    with pytest.raises(ModelUnavailable, match="inference model could not be loaded"):
+        inference.exec([surface("bad_02_3")], None)
+    anomalib = served(inference, [surface("bad_02_3"), {"model": "partB", "explain": True}])
+    assert anomalib["model"] == "partB" and anomalib["anomalous"] is True and anomalib["defect"] == 2
