@@ -65,6 +65,11 @@ class ServedFunction:
         self.held = None  # a reason to serve nothing (a degraded worker); no model loads
         self.last_model = None  # the model the last frame ran on (a model by name, or the configured one)
         self.loaded_at: float | None = None  # time.time() of the configured model's last (re)load
+        # This function's models by name (core/model_pool.py): made here, not on first use, so two threads
+        # (frames, a GET /models) can never each make one.
+        conf = settings["models"]
+        self.named = NamedModels(self.name, self.build_named, conf["max_loaded"], conf["settle_seconds"],
+                                 MODEL_WAIT_SECONDS, LOADING, conf["max_memory_mb"])
 
     def start_loading(self) -> None:
         """Loads the model in a background thread (once at a time; a load already running is kept)."""
@@ -139,12 +144,6 @@ class ServedFunction:
         exists before it starts the plugin."""
         return search_folders(self.settings["models"]["uploads"], PLUGIN_DIR)
 
-    @functools.cached_property
-    def named(self) -> NamedModels:
-        """This function's models by name (core/model_pool.py)."""
-        conf = self.settings["models"]
-        return NamedModels(self.name, self.build_named, conf["max_loaded"], conf["settle_seconds"],
-                           MODEL_WAIT_SECONDS, LOADING, conf["max_memory_mb"])
 
     def build_named(self, files: ModelFiles) -> Any:
         """A model by name, loaded with the configured model's settings (its measured threads and runtime)."""

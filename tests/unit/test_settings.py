@@ -41,6 +41,7 @@ VALUES = {
     "batch.serving": (["auto", "copies", "shared", "streams"], ["", "queue", 1, None]),
     "models.uploads": (["/srv/kuiper/data/uploads", "uploads", None], ["", 3, ["a"]]),
     "models.max_loaded": ([1, 4, 64], [0, 65, 2.5, "4", None]),
+    "models.max_memory_mb": ([0, 1024, 0.5, 1_000_000], [-1, 1_000_001, "1024", None, True]),
     "models.settle_seconds": ([0, 1, 2.5, 60], [-1, 61, "1", None]),
     "tuning.record": (["models/measured.json", "/abs/measured.json", None], ["", "  ", 3, ["a"]]),
     "worker.max_restarts": ([0, 5], [-1, 1.5]),
