@@ -16,6 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.catalog import BY_NAME
 from core.model_host import ModelHost
 from tests.support.bad_inputs import bad_images
 from tests.support.paths import REPO, fixture_path
@@ -173,7 +174,7 @@ def test_malformed_requests_are_one_line_errors(service, name):
         (requests.post(endpoint, json={"image": "x", "treshold": 1}), 400, "unknown field 'treshold'"),
         (requests.post(endpoint, data=image, headers={"Content-Type": "image/jpeg"}, params={"kk": 1}), 400,
          "unknown query parameter 'kk'"),
-        (requests.post(endpoint, files={"picture": ("x.jpg", image, "image/jpeg")}), 400, "unknown field 'picture'"),
+        (requests.post(endpoint, files={"photo": ("x.jpg", image, "image/jpeg")}), 400, "unknown field 'photo'"),
         (requests.post(endpoint, json={}), 400, "image is null"),
         (requests.post(endpoint, data=b"--xx\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=xx"}),
          400, "multipart body has no field image"),  # the parser finds no part in it
@@ -292,9 +293,11 @@ def test_openapi_declares_every_body_form_and_the_options(service):
     for name, key in OPTION.items():
         operation = spec["paths"][f"/analyze/{name}"]["post"]
         assert set(operation["requestBody"]["content"]) == {"image/*", "multipart/form-data", "application/json"}
-        assert [(p["name"], p["in"]) for p in operation["parameters"]] == [(key, "query")]
+        keys = BY_NAME[name].option.keys  # the option, then the rest of the SQL options object
+        assert keys[0] == key and {"model", "roi", "explain"} <= set(keys)
+        assert [(p["name"], p["in"]) for p in operation["parameters"]] == [(k, "query") for k in keys]
         for form in ("multipart/form-data", "application/json"):
-            assert key in operation["requestBody"]["content"][form]["schema"]["properties"]
+            assert set(keys) <= set(operation["requestBody"]["content"][form]["schema"]["properties"])
         assert {"200", "400", "413", "503"} <= set(operation["responses"])
     assert "/healthz" in spec["paths"] and "/metrics" in spec["paths"]
 
