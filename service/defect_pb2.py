@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14service/defect.proto\x12\tdefect.v1\"q\n\x11LabelImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03roi\x18\x05 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x42\x04\n\x02_k\"\x91\x01\n\x10InferenceRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x16\n\tthreshold\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03roi\x18\x05 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\x0f\n\x07picture\x18\x07 \x01(\tB\x0c\n\n_threshold\"*\n\x05Label\x12\x12\n\nconfidence\x18\x01 \x01(\x01\x12\r\n\x05label\x18\x02 \x01(\t\"o\n\x10LabelImageResult\x12 \n\x06labels\x18\x01 \x03(\x0b\x32\x10.defect.v1.Label\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\"?\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\t\n\x01w\x18\x03 \x01(\x05\x12\t\n\x01h\x18\x04 \x01(\x05\x12\x0c\n\x04\x61rea\x18\x05 \x01(\x05\"\xa8\x02\n\x0fInferenceResult\x12&\n\x0einference_time\x18\x01 \x01(\x01R\x0einference time\x12\x0e\n\x06\x64\x65\x66\x65\x63t\x18\x02 \x01(\x05\x12\x1f\n\x07\x64\x65\x66\x65\x63ts\x18\x03 \x03(\x0b\x32\x0e.defect.v1.Box\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x13\n\x06\x62\x61se64\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05score\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tanomalous\x18\x08 \x01(\x08H\x02\x88\x01\x01\x12\n\n\x02id\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x0f\n\x07version\x18\x0c \x01(\tB\t\n\x07_base64B\x08\n\x06_scoreB\x0c\n\n_anomalous\"\x13\n\x11ListModelsRequest\"\x8b\x01\n\x0bLoadedModel\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tloaded_at\x18\x04 \x01(\t\x12\x12\n\nconfigured\x18\x05 \x01(\x08\x12\x16\n\tmemory_mb\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_memory_mb\"3\n\tModelList\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.defect.v1.LoadedModel2\xfc\x02\n\x06\x44\x65\x66\x65\x63t\x12G\n\nLabelImage\x12\x1c.defect.v1.LabelImageRequest\x1a\x1b.defect.v1.LabelImageResult\x12\x44\n\tInference\x12\x1b.defect.v1.InferenceRequest\x1a\x1a.defect.v1.InferenceResult\x12Q\n\x10LabelImageStream\x12\x1c.defect.v1.LabelImageRequest\x1a\x1b.defect.v1.LabelImageResult(\x01\x30\x01\x12N\n\x0fInferenceStream\x12\x1b.defect.v1.InferenceRequest\x1a\x1a.defect.v1.InferenceResult(\x01\x30\x01\x12@\n\nListModels\x12\x1c.defect.v1.ListModelsRequest\x1a\x14.defect.v1.ModelListb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14service/defect.proto\x12\tdefect.v1\"D\n\x11LabelImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\n\n\x02id\x18\x03 \x01(\tB\x04\n\x02_k\"S\n\x10InferenceRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x16\n\tthreshold\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\n\n\x02id\x18\x03 \x01(\tB\x0c\n\n_threshold\"|\n\x1cLabelImageWithOptionsRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03roi\x18\x05 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x42\x04\n\x02_k\"\x9c\x01\n\x1bInferenceWithOptionsRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x16\n\tthreshold\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03roi\x18\x05 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\x0f\n\x07picture\x18\x07 \x01(\tB\x0c\n\n_threshold\"*\n\x05Label\x12\x12\n\nconfidence\x18\x01 \x01(\x01\x12\r\n\x05label\x18\x02 \x01(\t\"o\n\x10LabelImageResult\x12 \n\x06labels\x18\x01 \x03(\x0b\x32\x10.defect.v1.Label\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\"?\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\t\n\x01w\x18\x03 \x01(\x05\x12\t\n\x01h\x18\x04 \x01(\x05\x12\x0c\n\x04\x61rea\x18\x05 \x01(\x05\"\xa8\x02\n\x0fInferenceResult\x12&\n\x0einference_time\x18\x01 \x01(\x01R\x0einference time\x12\x0e\n\x06\x64\x65\x66\x65\x63t\x18\x02 \x01(\x05\x12\x1f\n\x07\x64\x65\x66\x65\x63ts\x18\x03 \x03(\x0b\x32\x0e.defect.v1.Box\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x13\n\x06\x62\x61se64\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05score\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tanomalous\x18\x08 \x01(\x08H\x02\x88\x01\x01\x12\n\n\x02id\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x0f\n\x07version\x18\x0c \x01(\tB\t\n\x07_base64B\x08\n\x06_scoreB\x0c\n\n_anomalous\"\x13\n\x11ListModelsRequest\"\x8b\x01\n\x0bLoadedModel\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tloaded_at\x18\x04 \x01(\t\x12\x12\n\nconfigured\x18\x05 \x01(\x08\x12\x16\n\tmemory_mb\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_memory_mb\"3\n\tModelList\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.defect.v1.LoadedModel2\xb7\x04\n\x06\x44\x65\x66\x65\x63t\x12G\n\nLabelImage\x12\x1c.defect.v1.LabelImageRequest\x1a\x1b.defect.v1.LabelImageResult\x12\x44\n\tInference\x12\x1b.defect.v1.InferenceRequest\x1a\x1a.defect.v1.InferenceResult\x12Q\n\x10LabelImageStream\x12\x1c.defect.v1.LabelImageRequest\x1a\x1b.defect.v1.LabelImageResult(\x01\x30\x01\x12N\n\x0fInferenceStream\x12\x1b.defect.v1.InferenceRequest\x1a\x1a.defect.v1.InferenceResult(\x01\x30\x01\x12]\n\x15LabelImageWithOptions\x12\'.defect.v1.LabelImageWithOptionsRequest\x1a\x1b.defect.v1.LabelImageResult\x12Z\n\x14InferenceWithOptions\x12&.defect.v1.InferenceWithOptionsRequest\x1a\x1a.defect.v1.InferenceResult\x12@\n\nListModels\x12\x1c.defect.v1.ListModelsRequest\x1a\x14.defect.v1.ModelListb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,23 +32,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'service.defect_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LABELIMAGEREQUEST']._serialized_start=35
-  _globals['_LABELIMAGEREQUEST']._serialized_end=148
-  _globals['_INFERENCEREQUEST']._serialized_start=151
-  _globals['_INFERENCEREQUEST']._serialized_end=296
-  _globals['_LABEL']._serialized_start=298
-  _globals['_LABEL']._serialized_end=340
-  _globals['_LABELIMAGERESULT']._serialized_start=342
-  _globals['_LABELIMAGERESULT']._serialized_end=453
-  _globals['_BOX']._serialized_start=455
-  _globals['_BOX']._serialized_end=518
-  _globals['_INFERENCERESULT']._serialized_start=521
-  _globals['_INFERENCERESULT']._serialized_end=817
-  _globals['_LISTMODELSREQUEST']._serialized_start=819
-  _globals['_LISTMODELSREQUEST']._serialized_end=838
-  _globals['_LOADEDMODEL']._serialized_start=841
-  _globals['_LOADEDMODEL']._serialized_end=980
-  _globals['_MODELLIST']._serialized_start=982
-  _globals['_MODELLIST']._serialized_end=1033
-  _globals['_DEFECT']._serialized_start=1036
-  _globals['_DEFECT']._serialized_end=1416
+  _globals['_LABELIMAGEREQUEST']._serialized_end=103
+  _globals['_INFERENCEREQUEST']._serialized_start=105
+  _globals['_INFERENCEREQUEST']._serialized_end=188
+  _globals['_LABELIMAGEWITHOPTIONSREQUEST']._serialized_start=190
+  _globals['_LABELIMAGEWITHOPTIONSREQUEST']._serialized_end=314
+  _globals['_INFERENCEWITHOPTIONSREQUEST']._serialized_start=317
+  _globals['_INFERENCEWITHOPTIONSREQUEST']._serialized_end=473
+  _globals['_LABEL']._serialized_start=475
+  _globals['_LABEL']._serialized_end=517
+  _globals['_LABELIMAGERESULT']._serialized_start=519
+  _globals['_LABELIMAGERESULT']._serialized_end=630
+  _globals['_BOX']._serialized_start=632
+  _globals['_BOX']._serialized_end=695
+  _globals['_INFERENCERESULT']._serialized_start=698
+  _globals['_INFERENCERESULT']._serialized_end=994
+  _globals['_LISTMODELSREQUEST']._serialized_start=996
+  _globals['_LISTMODELSREQUEST']._serialized_end=1015
+  _globals['_LOADEDMODEL']._serialized_start=1018
+  _globals['_LOADEDMODEL']._serialized_end=1157
+  _globals['_MODELLIST']._serialized_start=1159
+  _globals['_MODELLIST']._serialized_end=1210
+  _globals['_DEFECT']._serialized_start=1213
+  _globals['_DEFECT']._serialized_end=1780
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LabelImageRequest(_message.Message):
+    __slots__ = ("image", "k", "id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    k: int
+    id: str
+    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., id: _Optional[str] = ...) -> None: ...
+
+class InferenceRequest(_message.Message):
+    __slots__ = ("image", "threshold", "id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    threshold: float
+    id: str
+    def __init__(self, image: _Optional[bytes] = ..., threshold: _Optional[float] = ..., id: _Optional[str] = ...) -> None: ...
+
+class LabelImageWithOptionsRequest(_message.Message):
     __slots__ = ("image", "k", "id", "model", "roi", "explain")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -22,7 +42,7 @@ class LabelImageRequest(_message.Message):
     explain: bool
     def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., id: _Optional[str] = ..., model: _Optional[str] = ..., roi: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
 
-class InferenceRequest(_message.Message):
+class InferenceWithOptionsRequest(_message.Message):
     __slots__ = ("image", "threshold", "id", "model", "roi", "explain", "picture")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]

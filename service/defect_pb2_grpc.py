@@ -54,6 +54,16 @@ class DefectStub:
                 request_serializer=service_dot_defect__pb2.InferenceRequest.SerializeToString,
                 response_deserializer=service_dot_defect__pb2.InferenceResult.FromString,
                 _registered_method=True)
+        self.LabelImageWithOptions = channel.unary_unary(
+                '/defect.v1.Defect/LabelImageWithOptions',
+                request_serializer=service_dot_defect__pb2.LabelImageWithOptionsRequest.SerializeToString,
+                response_deserializer=service_dot_defect__pb2.LabelImageResult.FromString,
+                _registered_method=True)
+        self.InferenceWithOptions = channel.unary_unary(
+                '/defect.v1.Defect/InferenceWithOptions',
+                request_serializer=service_dot_defect__pb2.InferenceWithOptionsRequest.SerializeToString,
+                response_deserializer=service_dot_defect__pb2.InferenceResult.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/defect.v1.Defect/ListModels',
                 request_serializer=service_dot_defect__pb2.ListModelsRequest.SerializeToString,
@@ -92,6 +102,19 @@ class DefectServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LabelImageWithOptions(self, request, context):
+        """As LabelImage and Inference, with a model by name, a region, the picture and explain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InferenceWithOptions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """What is loaded: each function's configured model and its models by name, with versions and load times.
         """
@@ -120,6 +143,16 @@ def add_DefectServicer_to_server(servicer, server):
             'InferenceStream': grpc.stream_stream_rpc_method_handler(
                     servicer.InferenceStream,
                     request_deserializer=service_dot_defect__pb2.InferenceRequest.FromString,
+                    response_serializer=service_dot_defect__pb2.InferenceResult.SerializeToString,
+            ),
+            'LabelImageWithOptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.LabelImageWithOptions,
+                    request_deserializer=service_dot_defect__pb2.LabelImageWithOptionsRequest.FromString,
+                    response_serializer=service_dot_defect__pb2.LabelImageResult.SerializeToString,
+            ),
+            'InferenceWithOptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.InferenceWithOptions,
+                    request_deserializer=service_dot_defect__pb2.InferenceWithOptionsRequest.FromString,
                     response_serializer=service_dot_defect__pb2.InferenceResult.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -235,6 +268,60 @@ class Defect:
             target,
             '/defect.v1.Defect/InferenceStream',
             service_dot_defect__pb2.InferenceRequest.SerializeToString,
+            service_dot_defect__pb2.InferenceResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LabelImageWithOptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defect.v1.Defect/LabelImageWithOptions',
+            service_dot_defect__pb2.LabelImageWithOptionsRequest.SerializeToString,
+            service_dot_defect__pb2.LabelImageResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InferenceWithOptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defect.v1.Defect/InferenceWithOptions',
+            service_dot_defect__pb2.InferenceWithOptionsRequest.SerializeToString,
             service_dot_defect__pb2.InferenceResult.FromString,
             options,
             channel_credentials,

@@ -156,6 +156,7 @@ for _rpc in RPCS.values():  # the generated servicer looks its methods up by the
     _unary, _stream = _methods(_rpc)
     setattr(DefectService, _rpc.unary, _unary)
     setattr(DefectService, _rpc.stream, _stream)
+    setattr(DefectService, _rpc.with_options, _unary)  # option_of reads whichever request it gets
 
 
 def status_of(error: Exception) -> grpc.StatusCode:

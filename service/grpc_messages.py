@@ -30,14 +30,17 @@ class Rpc:
     """One declared function over gRPC: its request and result messages and its option field.
 
     Derived from the declaration (core/catalog.py): `labelImage` is served by LabelImage and
-    LabelImageStream, with LabelImageRequest and LabelImageResult; defect.proto must have them
+    LabelImageStream, with LabelImageRequest and LabelImageResult, and by LabelImageWithOptions with
+    LabelImageWithOptionsRequest (the SQL options object's other keys); defect.proto must have them
     (a function declared without them fails here, at import, and in the tests).
     """
 
     spec: FunctionSpec
     unary: str  # the service's method names
     stream: str
+    with_options: str
     request: type[Message]
+    options_request: type[Message]
     result: type[Message]
     # For a function that answers a list (labelImage): the result message's repeated field holding
     # it; None for one that answers an object. Found once, from the proto, when RPCS is built.
@@ -66,7 +69,8 @@ def rpc_of(spec: FunctionSpec) -> Rpc:
     list_field = None
     if typing.get_origin(spec.result) is list:
         (list_field,) = [f.name for f in result.DESCRIPTOR.fields if f.name not in ("id", "error", *EXPLAINED)]
-    return Rpc(spec, base, f"{base}Stream", getattr(defect_pb2, f"{base}Request"), result, list_field)
+    return Rpc(spec, base, f"{base}Stream", f"{base}WithOptions", getattr(defect_pb2, f"{base}Request"),
+               getattr(defect_pb2, f"{base}WithOptionsRequest"), result, list_field)
 
 
 RPCS = {spec.name: rpc_of(spec) for spec in FUNCTIONS}

@@ -75,13 +75,16 @@ class Option:
 
 
 # The options object's other keys (core.functions.Option.keys), as HTTP fields and query parameters.
+# Defaults that mean "not given", and no examples: Swagger UI's "Try it out" sends what it shows.
 EXTRA_FIELDS = {
-    "model": ({"type": "string", "examples": ["partB"]},
-              "a model by name, from kuiperd's uploads or the plugin's models/ (default: the configured model)"),
-    "explain": ({"type": "boolean"}, "the answer says which model and version served it"),
-    "roi": ({"type": "string", "examples": ["100,50,640,480"]},
-            "run on this region only: x,y,w,h in pixels of the image sent, or fractions of its size (all four "
-            "at most 1); boxes are still in the whole image's pixels. In a JSON body an array [x, y, w, h] too"),
+    "model": ({"type": "string", "default": ""},
+              "a model by name, e.g. partB, from kuiperd's uploads or the plugin's models/ (empty: the configured "
+              "model)"),
+    "explain": ({"type": "boolean", "default": False}, "the answer says which model and version served it"),
+    "roi": ({"type": "string", "default": ""},
+            "run on this region only: x,y,w,h in pixels of the image sent (e.g. 100,50,640,480), or fractions of "
+            "its size (all four at most 1); boxes are still in the whole image's pixels. In a JSON body an array "
+            "[x, y, w, h] too"),
     "picture": ({"type": "string"}, "which picture the answer carries"),
 }
 
@@ -92,7 +95,7 @@ def http_option(spec: FunctionSpec) -> Option:
     extra = {key: EXTRA_FIELDS[key] for key in option.keys if key != option.name}
     if "picture" in extra:
         schema, meaning = extra["picture"]
-        extra["picture"] = ({**schema, "enum": list(option.pictures)}, f"{meaning} (default: {option.pictures[0]})")
+        extra["picture"] = ({**schema, "enum": list(option.pictures), "default": option.pictures[0]}, meaning)
     return Option(option.name, option.json_schema(),
                   f"{option.description} (default: {option.default_key} of the config, {option.default})", extra,
                   option)
@@ -299,6 +302,8 @@ async def read_image_call(request: Request, option: Option, max_bytes: int) -> I
     if form == "multipart" and "image" not in fields:  # also a body whose boundary never matches: no part
         raise bad_request("multipart body has no field image: send the image as a file field named image")
     given = {key: fields[key] if fields.get(key) is not None else values.get(key) for key in option.keys}
+    # An empty name or region is none given (a form's empty field; Swagger UI sends the defaults).
+    given = {key: value for key, value in given.items() if key == option.name or value != ""}
     return ImageCall(fields.get("image"), option.declared.from_fields(given))
 
 

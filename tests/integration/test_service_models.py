@@ -1,5 +1,7 @@
 """The service speaks as the SQL functions do (issue 24): a model by name, a region and a picture over HTTP
-(`/analyze/inference?model=partB&roi=...`) and gRPC, and `GET /models` / `ListModels` list what is loaded.
+(`/analyze/inference?model=partB&roi=...`) and gRPC (`InferenceWithOptions`: eKuiper fills every field of a
+request from its SQL arguments, so the plain requests keep theirs), and `GET /models` / `ListModels` list
+what is loaded.
 A real service process with an upload folder; its answers are the in-process functions' answers."""
 import base64
 import json
@@ -136,9 +138,9 @@ def test_grpc_takes_the_same_fields_and_lists_the_loaded_models(service, referen
     image = read(BAD)
     with grpc.insecure_channel(f"{HOST}:{service.grpc_port}") as channel:
         stub = defect_pb2_grpc.DefectStub(channel)
-        request = defect_pb2.InferenceRequest(image=image, model="partB", roi=ROI, explain=True, picture="none",
-                                              threshold=0.5, id="f1")
-        result = called(lambda: stub.Inference(request, timeout=60))
+        request = defect_pb2.InferenceWithOptionsRequest(image=image, model="partB", roi=ROI, explain=True,
+                                                         picture="none", threshold=0.5, id="f1")
+        result = called(lambda: stub.InferenceWithOptions(request, timeout=60))
         in_process = called(lambda: reference.call("inference", image, {"model": "partB", "roi": ROI,
                                                                         "explain": True, "picture": "none",
                                                                         "threshold": 0.5}))
@@ -146,8 +148,11 @@ def test_grpc_takes_the_same_fields_and_lists_the_loaded_models(service, referen
         assert not result.HasField("base64")
         plain = answer_of(stub.Inference(defect_pb2.InferenceRequest(image=image), timeout=60))
         assert "model" not in plain and plain["base64"]  # the default: unchanged, with its picture
+        labels = called(lambda: stub.LabelImageWithOptions(defect_pb2.LabelImageWithOptionsRequest(
+            image=read(LABEL_IMAGE.sample), model="cls", k=1, explain=True), timeout=60))
+        assert labels.model == "cls" and len(labels.labels) == 1
         with pytest.raises(grpc.RpcError) as refused:
-            stub.Inference(defect_pb2.InferenceRequest(image=image, roi="1,2,3"), timeout=60)
+            stub.InferenceWithOptions(defect_pb2.InferenceWithOptionsRequest(image=image, roi="1,2,3"), timeout=60)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert refused.value.details().startswith("roi must be [x, y, w, h]")
         listed = stub.ListModels(defect_pb2.ListModelsRequest(), timeout=10).models

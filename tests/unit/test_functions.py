@@ -161,9 +161,15 @@ def test_the_grpc_mapping_derives_from_the_declarations_and_the_proto_has_it():
         rpc = RPCS[spec.name]
         assert {rpc.unary, rpc.stream} <= methods
         assert rpc.request.DESCRIPTOR.fields_by_name[spec.option.name].has_presence
-        # Every key of the options object but the option itself is a request field (eKuiper fills them by number).
-        assert set(spec.option.keys) - {spec.option.name} <= set(rpc.request.DESCRIPTOR.fields_by_name)
-    assert methods - {rpc.unary for rpc in RPCS.values()} - {rpc.stream for rpc in RPCS.values()} == {"ListModels"}
+        # eKuiper's external function fills every request field from the SQL call's arguments: the plain
+        # request keeps image, option, id; the options object's other keys are the WithOptions request's.
+        assert [f.name for f in rpc.request.DESCRIPTOR.fields] == ["image", spec.option.name, "id"]
+        with_options = [f.name for f in rpc.options_request.DESCRIPTOR.fields]
+        assert with_options[:3] == ["image", spec.option.name, "id"]
+        assert set(with_options[3:]) == set(spec.option.keys[1:])
+        assert rpc.with_options in methods
+    served = {name for rpc in RPCS.values() for name in (rpc.unary, rpc.stream, rpc.with_options)}
+    assert methods - served == {"ListModels"}
 
 
 def test_grpc_messages_carry_each_answer_unchanged(answers):
