@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 from core import command_line
 from core.errors import ConfigError, first_line
 from core.image_input import decode_image
-from core.model_names import MODEL_SUFFIXES
+from core.model_names import METADATA, MODEL_SUFFIXES
 from core.regions import region_box
 from core.results import Inspection, Region, answer
 from core.settings import DEVICES, PLUGIN_DIR, check_value, defaults, device_family, is_number, load_settings
@@ -338,6 +339,15 @@ class DefectSegmenter:
                           width=width, height=height, base64=drawn, **fields)
 
 
+def metadata_path(model_path: str) -> str | None:
+    """Where an anomalib 1.x export keeps its metadata: metadata.json beside a model file named as the export
+    names it (model.xml, model.onnx); None for any other model, so one metadata.json in a folder of loose
+    models never applies to the others."""
+    if os.path.splitext(os.path.basename(model_path))[0] != "model":
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(model_path)), METADATA)
+
+
 METADATA_BYTES = 1_000_000  # anomalib writes a few hundred bytes; an upload of more is no metadata
 
 
@@ -357,8 +367,8 @@ class AnomalibMetadata(NamedTuple):
         Raises:
             ValueError: a metadata.json that is no anomalib metadata (too large, not JSON, no thresholds).
         """
-        path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metadata.json")
-        if not os.path.isfile(path):
+        path = metadata_path(model_path)
+        if path is None or not os.path.isfile(path):
             return None
         if os.path.getsize(path) > METADATA_BYTES:
             raise ValueError(f"{path} is over {METADATA_BYTES} bytes: no anomalib metadata")
@@ -370,8 +380,8 @@ class AnomalibMetadata(NamedTuple):
             if pixel is None or image is None:
                 raise ValueError("it has no numeric pixel_threshold and image_threshold")
             ranges = [(number(f"{name}.min"), number(f"{name}.max")) for name in ("anomaly_maps", "pred_scores")]
-            ranges = [r if None not in r and r[1] > r[0] else None for r in ranges]
-        except (ValueError, AttributeError, RecursionError) as e:
+            ranges = [r if None not in r and math.isfinite(r[1] - r[0]) and r[1] > r[0] else None for r in ranges]
+        except (ValueError, AttributeError, RecursionError, OverflowError) as e:
             raise ValueError(f"{path} is no anomalib metadata: {first_line(e)}") from None
         return cls(pixel, image, *ranges)
 

@@ -220,7 +220,7 @@ class FunctionSpec:
         paths = [conf.get(name) for name, key in SCHEMA[self.section].items() if key.path]
         if str(conf.get("model", "")).endswith(".xml"):
             paths.append(conf["model"][:-4] + ".bin")
-        if self.exports and conf.get("model"):
-            metadata = os.path.join(os.path.dirname(conf["model"]), METADATA)
+        if self.exports and os.path.splitext(os.path.basename(str(conf.get("model", ""))))[0] == "model":
+            metadata = os.path.join(os.path.dirname(conf["model"]), METADATA)  # an anomalib 1.x export's
             paths.append(metadata if os.path.isfile(metadata) else None)
         return [path for path in paths if path]

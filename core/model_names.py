@@ -120,7 +120,8 @@ def _files(name: str, path: str, folder: str, labelled: bool) -> ModelFiles:
             raise InputError(f"model {name}: {os.path.basename(path)} has no {os.path.basename(weights)} beside it")
         files.append(weights)
     metadata = os.path.join(os.path.dirname(path), METADATA)
-    if not labelled and os.path.isfile(metadata):  # an anomalib 1.x export's thresholds: part of its version
+    # An anomalib 1.x export's thresholds (beside a model.xml, as its export writes it): part of its version.
+    if not labelled and os.path.splitext(os.path.basename(path))[0] == "model" and os.path.isfile(metadata):
         files.append(metadata)
     labels = None
     if labelled:

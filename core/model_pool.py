@@ -108,7 +108,10 @@ class NamedModels:
             with self.loading:  # one load at a time, so the growth is this model's (and frames' meanwhile)
                 before = rss_mb()
                 model = self.build(files)
-                grown = max(0.0, rss_mb() - before)
+                grown = rss_mb() - before
+            # Memory an unloaded model left to the allocator is reused without growth: a model counts at
+            # least its files' size (they are read into memory).
+            grown = max(grown, sum(size or 0 for _, size, _ in stats) / 2**20)
             loaded = Loaded(files.name, ModelFiles.version_of(stats), model, stats, time.time(), round(grown, 1))
             with self.lock:
                 swapped = entry.loaded is not None

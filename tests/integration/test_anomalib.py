@@ -358,3 +358,13 @@ def test_metadata_that_is_no_anomalib_metadata_fails_the_load_in_one_line(tmp_pa
     with pytest.raises(ValueError, match=r"metadata.json is no anomalib metadata: .*pixel_threshold") as refused:
         DefectSegmenter(model=xml).load()
     assert "\n" not in str(refused.value)
+
+
+def test_a_metadata_json_applies_only_to_the_export_it_sits_beside(tmp_path):
+    """In a folder of loose models (kuiperd's flat uploads), metadata.json belongs to model.xml, as anomalib's
+    export writes it: another model there is read as it is."""
+    xml = anomalib_v1_export(tmp_path / "flat", V1_METADATA)
+    for suffix in (".xml", ".bin"):
+        shutil.copy(xml[:-4] + suffix, tmp_path / "flat" / f"other{suffix}")
+    assert DefectSegmenter(model=xml).load().metadata is not None
+    assert DefectSegmenter(model=str(tmp_path / "flat" / "other.xml")).load().metadata is None
