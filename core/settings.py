@@ -216,8 +216,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "Models by name kept loaded per function; beyond, the least recently used is unloaded."),
         "max_memory_mb": _key(1024, number(0, 1_000_000),
             "Memory the models by name of one function may take together, each as the process's resident memory "
-            "grew while it loaded (at least its files' size); beyond, the least recently used are unloaded (the newest always stays). "
-            "0: no bound but `max_loaded`."),
+            "grew while it loaded (at least its files' size); beyond, the least recently used are unloaded (the "
+            "newest always stays). 0: no bound but `max_loaded`."),
         "settle_seconds": _key(1.0, number(0, 60),
             "A model's files must be unchanged this long before they are read (an upload in progress, an IR's "
             "`.xml` and `.bin` replaced one after the other); until then the version loaded before answers."),
