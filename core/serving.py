@@ -111,6 +111,11 @@ class ServedFunction:
         """The measurement `first_model` left for later; its choice replaces the model serving meanwhile."""
         try:
             model = self.load_model()
+        except RuntimeError as e:
+            if "after interpreter shutdown" in str(e):  # the process is exiting mid-measurement: nothing to log
+                return
+            log.exception("%s: the measurement at load failed; the model loaded first keeps serving", self.name)
+            return
         except Exception:  # the model serving meanwhile stays
             log.exception("%s: the measurement at load failed; the model loaded first keeps serving", self.name)
             return
@@ -491,7 +496,10 @@ class ServedWindow(ServedFunction):
             options = [options] * len(frames)
         if len(options) != len(frames):
             raise InputError(f"{self.name}: {len(frames)} images but {len(options)} options")
-        models = self.ready_model()
+        # A window whose every frame names a model starts from those (a call by name never waits on the
+        # configured model); any other starts from the configured model's copies.
+        named = all(isinstance(option, dict) and option.get("model") is not None for option in options)
+        models = self.model_for(options[0]) if named and options else self.ready_model()
         deadline = started + self.budget_seconds
         futures = [self.pool.submit(self.serve_frame, models, frame, option, deadline)
                    for frame, option in zip(frames, options, strict=True)]
@@ -505,11 +513,13 @@ class ServedWindow(ServedFunction):
                 results.append(self.over_budget(len(frames)))
         return results
 
-    def serve_frame(self, models: ModelCopies, frame: Any, option: Any, deadline: float) -> Any:
+    def serve_frame(self, models: ModelCopies | None, frame: Any, option: Any, deadline: float) -> Any:
         """One window element: the per-frame function's answer, or {"error": one line}."""
         if time.monotonic() >= deadline:
             return self.over_budget()
         try:
+            if models is None:  # every frame of the window names its model
+                return self.serve_one(None, frame, option)
             with models.borrowed() as model:
                 return self.serve_one(model, frame, option)
         except (InputError, ModelUnavailable) as e:

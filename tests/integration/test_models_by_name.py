@@ -166,3 +166,24 @@ def test_a_call_by_name_is_served_when_the_configured_model_failed_to_load(setti
         inference.exec([surface("bad_02_3")], None)
     anomalib = served(inference, [surface("bad_02_3"), {"model": "partB", "explain": True}])
     assert anomalib["model"] == "partB" and anomalib["anomalous"] is True and anomalib["defect"] == 2
+
+
+def test_a_window_naming_its_model_is_served_when_the_configured_model_failed_to_load(settings, uploads, tmp_path):
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<not a model/>")
+    settings = {**settings, "models": {**settings["models"], "uploads": str(uploads), "settle_seconds": 0.5},
+                "defect": {**settings["defect"], "model": str(broken), "threads": 1},
+                "batch": {**settings["batch"], "workers": 2, "serving": "copies"}}
+    window = WindowFunction(INFERENCE, settings)
+    window.start_loading()
+    assert window.loaded.wait(120) and window.error, "the broken model loaded"
+    frames = [surface("bad_02_3"), surface("good_00")]
+    with pytest.raises(ModelUnavailable, match="could not be loaded"):
+        window.exec([frames], None)
+    deadline = time.monotonic() + 60
+    while True:  # the first window starts partB's load; its elements say "still loading" until then
+        answers = window.exec([frames, {"model": "partB"}], None)
+        if all("error" not in a for a in answers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [a.get("anomalous") for a in answers] == [True, False], answers
