@@ -22,7 +22,7 @@ import numpy as np
 from core import command_line
 from core.errors import ConfigError, first_line
 from core.image_input import decode_image
-from core.model_names import METADATA, MODEL_SUFFIXES
+from core.model_names import MODEL_SUFFIXES, metadata_beside
 from core.regions import region_box
 from core.results import Inspection, Region, answer
 from core.settings import DEVICES, PLUGIN_DIR, check_value, defaults, device_family, is_number, load_settings
@@ -339,15 +339,6 @@ class DefectSegmenter:
                           width=width, height=height, base64=drawn, **fields)
 
 
-def metadata_path(model_path: str) -> str | None:
-    """Where an anomalib 1.x export keeps its metadata: metadata.json beside a model file named as the export
-    names it (model.xml, model.onnx); None for any other model, so one metadata.json in a folder of loose
-    models never applies to the others."""
-    if os.path.splitext(os.path.basename(model_path))[0] != "model":
-        return None
-    return os.path.join(os.path.dirname(os.path.abspath(model_path)), METADATA)
-
-
 METADATA_BYTES = 1_000_000  # anomalib writes a few hundred bytes; an upload of more is no metadata
 
 
@@ -367,7 +358,7 @@ class AnomalibMetadata(NamedTuple):
         Raises:
             ValueError: a metadata.json that is no anomalib metadata (too large, not JSON, no thresholds).
         """
-        path = metadata_path(model_path)
+        path = metadata_beside(model_path)
         if path is None or not os.path.isfile(path):
             return None
         if os.path.getsize(path) > METADATA_BYTES:

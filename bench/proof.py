@@ -13,6 +13,7 @@ tuned on, so its rows are not independent evidence).
 """
 import argparse
 import base64
+import dataclasses
 import os
 import timeit
 
@@ -21,8 +22,8 @@ import numpy as np
 
 from bench.timing import timed
 from core.catalog import INFERENCE, LABEL_IMAGE
+from core.functions import CallOptions
 from core.image_input import _jpeg_walk
-from core.results import answer
 from core.settings import load_settings
 from label_func import ModelFunction
 from tests.support.detection_score import held_out_surfaces, match_boxes, precision_recall, scale_boxes
@@ -44,8 +45,8 @@ class InferenceWithoutPicture(ModelFunction):
     def __init__(self, settings: dict):
         super().__init__(INFERENCE, settings)
 
-    def run(self, model, pixels, size, threshold):
-        return answer(model.inspect(pixels, threshold, size, picture="none"))
+    def run(self, model, pixels, size, options=None, box=None):
+        return super().run(model, pixels, size, dataclasses.replace(options or CallOptions(), picture="none"), box)
 
 
 def b64(data: bytes) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import InputError, shown
-from core.model_names import METADATA, MODEL_SUFFIXES, check_name
+from core.model_names import MODEL_SUFFIXES, check_name, metadata_beside
 from core.regions import Roi
 from core.results import json_schema
 from core.settings import SCHEMA, defaults, is_number
@@ -46,6 +46,11 @@ class CallOptions:
     explain: bool = False  # the answer says which model and version served it
     roi: Roi | None = None  # run on this region only (core.image_input.region_box)
     picture: str | None = None  # which picture the answer carries (Option.pictures); None: the first
+
+
+def names_a_model(option: Any) -> bool:
+    """Whether a call's second argument (as sent, unchecked) is an options object naming a model."""
+    return isinstance(option, dict) and option.get("model") is not None
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,7 @@ class FunctionSpec:
         paths = [conf.get(name) for name, key in SCHEMA[self.section].items() if key.path]
         if str(conf.get("model", "")).endswith(".xml"):
             paths.append(conf["model"][:-4] + ".bin")
-        if self.exports and os.path.splitext(os.path.basename(str(conf.get("model", ""))))[0] == "model":
-            metadata = os.path.join(os.path.dirname(conf["model"]), METADATA)  # an anomalib 1.x export's
-            paths.append(metadata if os.path.isfile(metadata) else None)
+        metadata = metadata_beside(conf["model"]) if self.exports and conf.get("model") else None
+        if metadata and os.path.isfile(metadata):  # an anomalib 1.x export's thresholds
+            paths.append(metadata)
         return [path for path in paths if path]

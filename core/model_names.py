@@ -119,9 +119,8 @@ def _files(name: str, path: str, folder: str, labelled: bool) -> ModelFiles:
         if not os.path.isfile(weights):
             raise InputError(f"model {name}: {os.path.basename(path)} has no {os.path.basename(weights)} beside it")
         files.append(weights)
-    metadata = os.path.join(os.path.dirname(path), METADATA)
-    # An anomalib 1.x export's thresholds (beside a model.xml, as its export writes it): part of its version.
-    if not labelled and os.path.splitext(os.path.basename(path))[0] == "model" and os.path.isfile(metadata):
+    metadata = metadata_beside(path)
+    if not labelled and metadata and os.path.isfile(metadata):  # an anomalib 1.x export's: part of its version
         files.append(metadata)
     labels = None
     if labelled:
@@ -131,6 +130,15 @@ def _files(name: str, path: str, folder: str, labelled: bool) -> ModelFiles:
             raise InputError(f"model {name}: its labels file {name}.txt (or {name}_labels.txt) is not beside it")
         files.append(labels)
     return ModelFiles(name, path, tuple(files), labels)
+
+
+def metadata_beside(model_path: str) -> str | None:
+    """Where an anomalib 1.x export keeps its thresholds: metadata.json beside a model file named as the export
+    names it (model.xml, model.onnx); None for any other model, so one metadata.json in a folder of loose
+    models (kuiperd's flat upload folder) never applies to the others."""
+    if os.path.splitext(os.path.basename(model_path))[0] != "model":
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(model_path)), METADATA)
 
 
 def search_folders(configured: str | None, plugin_dir: str) -> list[str]:

@@ -150,6 +150,11 @@ class NamedModels:
         """What is loaded: name, version, load time (ISO), most recently used last."""
         with self.lock:
             return [{"name": e.loaded.name, "version": e.loaded.version,
-                     "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.loaded.loaded_at)),
+                     "loaded_at": iso_time(e.loaded.loaded_at),
                      "memory_mb": e.loaded.memory_mb}
                     for e in self.entries.values() if e.loaded is not None]
+
+
+def iso_time(seconds: float) -> str:
+    """A time.time() as ISO 8601 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

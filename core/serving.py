@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError, ModelUnavailable, first_line
-from core.functions import CallOptions, FunctionSpec
+from core.functions import CallOptions, FunctionSpec, names_a_model
 from core.image_input import decode_image
 from core.model_names import ModelFiles, resolve, search_folders
-from core.model_pool import NamedModels
+from core.model_pool import NamedModels, iso_time
 from core.regions import region_box
 from core.results import answer
 from core.settings import PLUGIN_DIR
@@ -111,12 +111,9 @@ class ServedFunction:
         """The measurement `first_model` left for later; its choice replaces the model serving meanwhile."""
         try:
             model = self.load_model()
-        except RuntimeError as e:
-            if "after interpreter shutdown" in str(e):  # the process is exiting mid-measurement: nothing to log
-                return
-            log.exception("%s: the measurement at load failed; the model loaded first keeps serving", self.name)
-            return
-        except Exception:  # the model serving meanwhile stays
+        except Exception as e:  # the model serving meanwhile stays
+            if isinstance(e, RuntimeError) and "after interpreter shutdown" in str(e):
+                return  # the process is exiting mid-measurement: nothing to log
             log.exception("%s: the measurement at load failed; the model loaded first keeps serving", self.name)
             return
         self.model = model
@@ -148,8 +145,6 @@ class ServedFunction:
         """Where names are looked up (core.model_names.search_folders), found once: kuiperd's data dir
         exists before it starts the plugin."""
         return search_folders(self.settings["models"]["uploads"], PLUGIN_DIR)
-
-
     def build_named(self, files: ModelFiles) -> Any:
         """A model by name, loaded with the configured model's settings (its measured threads and runtime)."""
         section = {**self.settings[self.section], "model": files.model}
@@ -264,7 +259,7 @@ class ServedFunction:
         Raises:
             ModelUnavailable: as ready_model; a held function holds calls by name too.
         """
-        if isinstance(option, dict) and option.get("model") is not None:
+        if names_a_model(option):
             if self.held:
                 raise ModelUnavailable(self.held)
             return None
@@ -283,8 +278,8 @@ class ServedFunction:
             InputError: a bad option or image, or an unknown model name (one line).
             ModelUnavailable: a model by name is still loading, or failed to (one line).
         """
-        named = isinstance(option, dict) and option.get("model") is not None
-        options = self.check_option(option, None if named else model)  # a named model sets its own bounds
+        # A named model sets its own bounds (k up to its class count): checked once it is known, below.
+        options = self.check_option(option, None if names_a_model(option) else model)
         served = None
         if options.model:
             served = self.named.get(self.named_files(options.model))
@@ -498,8 +493,8 @@ class ServedWindow(ServedFunction):
             raise InputError(f"{self.name}: {len(frames)} images but {len(options)} options")
         # A window whose every frame names a model starts from those (a call by name never waits on the
         # configured model); any other starts from the configured model's copies.
-        named = all(isinstance(option, dict) and option.get("model") is not None for option in options)
-        models = self.model_for(options[0]) if named and options else self.ready_model()
+        named = bool(options) and all(map(names_a_model, options))
+        models = self.model_for(options[0]) if named else self.ready_model()
         deadline = started + self.budget_seconds
         futures = [self.pool.submit(self.serve_frame, models, frame, option, deadline)
                    for frame, option in zip(frames, options, strict=True)]
@@ -541,11 +536,6 @@ def explained(result: Any, name: str, version: str) -> Any:
     if isinstance(result, dict):
         return {**result, "model": name, "version": version}
     return {"labels": result, "model": name, "version": version}
-
-
-def iso_time(seconds: float) -> str:
-    """A time.time() as ISO 8601 UTC, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def mtime(path: str) -> int | None:

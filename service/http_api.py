@@ -71,7 +71,7 @@ class Option:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return (self.name, *self.extra)
+        return self.declared.keys
 
 
 # The options object's other keys (core.functions.Option.keys), as HTTP fields and query parameters.
