@@ -14,7 +14,6 @@ Writes build/named-models.json and build/named-models.md.
 """
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -27,26 +26,7 @@ from core.catalog import INFERENCE, LABEL_IMAGE
 from core.settings import load_settings
 from label_func import ModelFunction
 from tests.support.scenarios import surface_b64
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.environ.get("DEFECT_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
-
-
-def upload_folder(root: str) -> str:
-    """partA: the configured segmenter's files; partB: the anomalib export; cls: MobileNet and its labels."""
-    folder = os.path.join(root, "uploads")
-    os.makedirs(folder)
-    sources = {"partA": os.path.join(REPO, "models", "model"),
-               "partB": os.path.join(FIXTURES, "models", "anomalib_padim_surface", "model")}
-    for name, source in sources.items():
-        for suffix in (".xml", ".bin"):
-            shutil.copy(source + suffix, os.path.join(folder, name + suffix))
-    shutil.copy(os.path.join(REPO, "models", "mobilenet_v2_1.0_224_quant.tflite"), os.path.join(folder, "cls.tflite"))
-    shutil.copy(os.path.join(REPO, "models", "imagenet_labels.txt"), os.path.join(folder, "cls.txt"))
-    old = time.time() - 60  # settled: not an upload in progress
-    for name in os.listdir(folder):
-        os.utime(os.path.join(folder, name), (old, old))
-    return folder
+from tests.support.uploads import upload_folder
 
 
 def loaded_function(spec, settings):
@@ -74,7 +54,8 @@ def measure(quick: bool) -> dict:
         settings = load_settings()
         settings = {**settings, "defect": {**settings["defect"], "threads": 1},
                     "label": {**settings["label"], "threads": 1},
-                    "models": {**settings["models"], "uploads": upload_folder(root)}, "tuning": {"record": None}}
+                    "models": {**settings["models"], "uploads": upload_folder(os.path.join(root, "uploads"))},
+                    "tuning": {"record": None}}
         inference = loaded_function(INFERENCE, settings)
         frames = [surface_b64(i % 4, seed=4000 + i, size=(640, 480)) for i in range(4 * (n + warmup))]
         first_answer(inference, [frames[0], {"model": "partA"}])

@@ -137,4 +137,4 @@ def test_a_region_from_each_message_and_the_overlay_picture_in_a_rule(kuiperd, k
         assert picture[:2] == b"\xff\xd8"
         with Image.open(io.BytesIO(picture)) as drawn:
             assert drawn.size == (128, 256)  # the region, drawn at its own size
-    assert left["defect"] + right["defect"] >= 1
+    assert left["defect"] >= 1 and right["defect"] >= 1  # the surface has defects in both halves

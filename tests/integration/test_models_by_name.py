@@ -6,6 +6,7 @@ import base64
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +14,8 @@ from batch_func import WindowFunction
 from core.catalog import INFERENCE, LABEL_IMAGE
 from core.errors import ModelUnavailable
 from label_func import ModelFunction
-from tests.support.paths import REPO, fixture_path, read_b64
-
-ANOMALIB = fixture_path("models", "anomalib_padim_surface")
+from tests.support.paths import fixture_path, read_b64
+from tests.support.uploads import ANOMALIB, upload_folder, while_loading
 
 
 def surface(name):
@@ -24,26 +24,11 @@ def surface(name):
         return base64.b64encode(f.read()).decode()
 
 
-def age(*paths, seconds=10.0):
-    """Files as if written `seconds` ago: settled for the pool's settle time."""
-    old = time.time() - seconds
-    for path in paths:
-        os.utime(path, (old, old))
-
-
 @pytest.fixture()
 def uploads(tmp_path):
     """An upload folder as POST /config/uploads leaves it: partA = the default segmenter, partB = the
     anomalib export, cls = the MobileNet classifier with its labels."""
-    folder = tmp_path / "uploads"
-    folder.mkdir()
-    for name, source in (("partA", os.path.join(REPO, "models", "model")), ("partB", os.path.join(ANOMALIB, "model"))):
-        for suffix in (".xml", ".bin"):
-            shutil.copy(source + suffix, folder / f"{name}{suffix}")
-    shutil.copy(os.path.join(REPO, "models", "mobilenet_v2_1.0_224_quant.tflite"), folder / "cls.tflite")
-    shutil.copy(os.path.join(REPO, "models", "imagenet_labels.txt"), folder / "cls.txt")
-    age(*folder.iterdir())
-    return folder
+    return Path(upload_folder(tmp_path / "uploads"))
 
 
 def loaded(function_class, spec, settings, uploads):
@@ -57,13 +42,7 @@ def loaded(function_class, spec, settings, uploads):
 
 def served(function, args, timeout=60):
     """exec, retried while a model by name is still loading (its first call starts the load)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return function.exec(args, None)
-        except Exception as e:  # ModelUnavailable while loading; anything else fails below
-            if "still loading" not in str(e) or time.monotonic() > deadline:
-                raise
+    return while_loading(lambda: function.exec(args, None), timeout)
 
 
 def test_a_name_runs_that_model_and_the_calls_without_one_are_unchanged(settings, uploads):

@@ -5,9 +5,6 @@ what is loaded.
 A real service process with an upload folder; its answers are the in-process functions' answers."""
 import base64
 import json
-import os
-import shutil
-import time
 import urllib.parse
 import urllib.request
 
@@ -18,10 +15,12 @@ import pytest
 
 from core.catalog import LABEL_IMAGE
 from core.model_host import ModelHost
+from core.settings import load_settings
 from service import defect_pb2, defect_pb2_grpc
 from service.grpc_messages import answer_of
-from tests.support.paths import REPO, fixture_path
+from tests.support.paths import fixture_path
 from tests.support.service_process import running_service
+from tests.support.uploads import upload_folder, while_loading
 
 HOST = "127.0.0.1"
 ANOMALIB = fixture_path("models", "anomalib_padim_surface")
@@ -31,16 +30,8 @@ ROI = "0,0,0.5,1"  # the left half of the surface
 
 @pytest.fixture(scope="module")
 def uploads(tmp_path_factory):
-    """partB: the anomalib export; cls: MobileNet with its labels, as POST /config/uploads leaves them."""
-    folder = tmp_path_factory.mktemp("uploads")
-    for suffix in (".xml", ".bin"):
-        shutil.copy(os.path.join(ANOMALIB, "model" + suffix), folder / f"partB{suffix}")
-    shutil.copy(os.path.join(REPO, "models", "mobilenet_v2_1.0_224_quant.tflite"), folder / "cls.tflite")
-    shutil.copy(os.path.join(REPO, "models", "imagenet_labels.txt"), folder / "cls.txt")
-    old = time.time() - 10  # settled: written well before the first call
-    for path in folder.iterdir():
-        os.utime(path, (old, old))
-    return folder
+    """partA, partB (the anomalib export) and cls, as POST /config/uploads leaves them."""
+    return upload_folder(tmp_path_factory.mktemp("folder") / "uploads")
 
 
 @pytest.fixture(scope="module")
@@ -58,32 +49,12 @@ def service(overlay):
 
 
 @pytest.fixture(scope="module")
-def reference(overlay, monkeypatch_module):
-    """The same functions in this process, with the same config."""
-    monkeypatch_module.setenv("DEFECT_CONFIG", overlay)
-    from core.settings import load_settings
-    host = ModelHost(load_settings(), workers=1)
+def reference(overlay):
+    """The same functions in this process, with the same config (the overlay the service reads)."""
+    host = ModelHost(load_settings(overlay), workers=1)
     host.start_loading()
     assert host.wait_loaded(120) and host.ready(), host.status()
     return host
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-def called(call, timeout=60):
-    """A call retried while a model by name is still loading (its first call starts the load)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except Exception as e:
-            if "still loading" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def without_time(answer):
@@ -107,8 +78,9 @@ def read(path):
 
 def test_http_takes_a_model_a_region_and_a_picture_as_the_function_does(service, reference):
     image = read(BAD)
-    over_http = called(lambda: http_post(service, "inference", image, model="partB", roi=ROI, explain="true"))
-    in_process = called(lambda: reference.call("inference", image, {"model": "partB", "roi": ROI, "explain": True}))
+    over_http = while_loading(lambda: http_post(service, "inference", image, model="partB", roi=ROI, explain="true"))
+    in_process = while_loading(lambda: reference.call("inference", image,
+                                                      {"model": "partB", "roi": ROI, "explain": True}))
     assert without_time(over_http) == without_time(in_process)
     assert over_http["model"] == "partB" and over_http["width"] == 256 and over_http["anomalous"] is True
     assert all(box["x"] + box["w"] <= 128 for box in over_http["defects"]) and over_http["defect"] >= 1
@@ -116,7 +88,7 @@ def test_http_takes_a_model_a_region_and_a_picture_as_the_function_does(service,
     picture = cv2.imdecode(np.frombuffer(base64.b64decode(pictured["base64"]), np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape[:2] == (256, 256)  # the frame's own size, not side by side
     assert "base64" not in http_post(service, "inference", image, picture="none")
-    labels = called(lambda: http_post(service, "labelImage", read(LABEL_IMAGE.sample), model="cls", k="2",
+    labels = while_loading(lambda: http_post(service, "labelImage", read(LABEL_IMAGE.sample), model="cls", k="2",
                                       explain="true"))
     assert labels["model"] == "cls" and len(labels["labels"]) == 2
 
@@ -140,15 +112,15 @@ def test_grpc_takes_the_same_fields_and_lists_the_loaded_models(service, referen
         stub = defect_pb2_grpc.DefectStub(channel)
         request = defect_pb2.InferenceWithOptionsRequest(image=image, model="partB", roi=ROI, explain=True,
                                                          picture="none", threshold=0.5, id="f1")
-        result = called(lambda: stub.InferenceWithOptions(request, timeout=60))
-        in_process = called(lambda: reference.call("inference", image, {"model": "partB", "roi": ROI,
+        result = while_loading(lambda: stub.InferenceWithOptions(request, timeout=60))
+        in_process = while_loading(lambda: reference.call("inference", image, {"model": "partB", "roi": ROI,
                                                                         "explain": True, "picture": "none",
                                                                         "threshold": 0.5}))
         assert result.id == "f1" and without_time(answer_of(result)) == without_time(in_process)
         assert not result.HasField("base64")
         plain = answer_of(stub.Inference(defect_pb2.InferenceRequest(image=image), timeout=60))
         assert "model" not in plain and plain["base64"]  # the default: unchanged, with its picture
-        labels = called(lambda: stub.LabelImageWithOptions(defect_pb2.LabelImageWithOptionsRequest(
+        labels = while_loading(lambda: stub.LabelImageWithOptions(defect_pb2.LabelImageWithOptionsRequest(
             image=read(LABEL_IMAGE.sample), model="cls", k=1, explain=True), timeout=60))
         assert labels.model == "cls" and len(labels.labels) == 1
         with pytest.raises(grpc.RpcError) as refused:
@@ -163,7 +135,7 @@ def test_grpc_takes_the_same_fields_and_lists_the_loaded_models(service, referen
 
 
 def test_get_models_lists_each_functions_models_with_versions_and_load_times(service):
-    called(lambda: http_post(service, "inference", read(BAD), model="partB"))
+    while_loading(lambda: http_post(service, "inference", read(BAD), model="partB"))
     with urllib.request.urlopen(f"http://{HOST}:{service.http_port}/models", timeout=10) as response:
         models = json.loads(response.read())["models"]
     by_key = {(m["function"], m["name"]): m for m in models}

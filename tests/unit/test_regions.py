@@ -85,6 +85,7 @@ def test_boxes_of_a_region_are_in_the_whole_images_pixels(settings, seed):
     image, drawn = surface_with_truth(5, seed=seed, width=1280, height=960)
     split = split_between_defects(drawn, 1280)
     right = [d.box for d in drawn if d.box[0] > split]
+    assert right, (seed, split)  # the region holds defects: the match below checks boxes, not an empty list
     jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     for roi in ([split, 0, 1280 - split, 960], [split / 1280, 0, 1 - split / 1280, 1]):
         report = function.serve_one(model, jpeg, {"roi": roi})
